@@ -1,0 +1,155 @@
+"""Settings: every one is read from an environment variable, documented in one place.
+
+`SETTINGS` is the single list; the README's configuration table is checked against it by a test.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import ConfigError
+
+# Used only when BIGLEDGER_SECRET_KEY is unset; refused outside development.
+DEFAULT_SECRET_KEY = "bigledger-development-only-secret-key"
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str) -> list[str]:
+    return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+
+
+SETTINGS: list[Setting] = [
+    Setting("BIGLEDGER_ENV", "production",
+            "`development` or `production`. Production refuses the default secret key."),
+    Setting("BIGLEDGER_INSTANCE_PATH", None,
+            "Instance folder for the SQLite database, uploaded files and logs (default `./instance`)."),
+    Setting("BIGLEDGER_DATABASE_URL", None,
+            "SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user@host/db` "
+            "(default: SQLite file `bigledger.db` in the instance folder)."),
+    Setting("BIGLEDGER_SECRET_KEY", None, "Secret used to sign sessions, CSRF and JWT tokens."),
+    Setting("BIGLEDGER_MODULES", None,
+            "Comma-separated modules this deployment offers (default: every installed module). "
+            "Admins switch them on and off on the Modules screen.", _list),
+    Setting("BIGLEDGER_STRICT_PLUGINS", True,
+            "`1` (default) refuses to start when a plugin is broken; `0` starts without it and "
+            "shows it as failed on the Modules screen.", _bool),
+    Setting("BIGLEDGER_EXTRA_PLUGINS", [],
+            "Comma-separated import paths of plugin modules to load without packaging them.", _list),
+    Setting("BIGLEDGER_ADMIN_PASSWORD", None,
+            "Password for the admin created by `make run` (otherwise one is generated and printed once)."),
+    Setting("BIGLEDGER_DEFAULT_LOCALE", "zh", "Language used when the browser asks for none we have."),
+    Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
+    Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
+            "Where rate-limit counters live; use `redis://…` when several web workers run."),
+]
+
+
+def setting(env: str) -> Any:
+    """Value of one setting from the environment, parsed, or its default."""
+    for item in SETTINGS:
+        if item.env == env:
+            raw = os.environ.get(env)
+            if raw is None or raw == "":
+                return item.default
+            return item.parse(raw)
+    raise KeyError(env)
+
+
+def instance_path() -> Path:
+    """The instance folder (database, files, logs), created if missing."""
+    path = Path(setting("BIGLEDGER_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url(instance: Path) -> str:
+    """The database URL, validated; `postgres://` and plain `postgresql://` use psycopg 3."""
+    raw = setting("BIGLEDGER_DATABASE_URL")
+    if not raw:
+        return f"sqlite:///{instance / 'bigledger.db'}"
+    return normalize_database_url(raw, "BIGLEDGER_DATABASE_URL")
+
+
+def normalize_database_url(raw: str, source: str) -> str:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"{source} is not a valid database URL: {raw!r} "
+                          "(expected e.g. postgresql+psycopg://user@host:5432/db)") from None
+    if url.drivername in {"postgres", "postgresql"}:
+        url = url.set(drivername="postgresql+psycopg")
+    if not url.drivername.startswith(("postgresql", "sqlite")):
+        raise ConfigError(f"{source}: unsupported database {url.drivername!r} "
+                          "(use postgresql+psycopg or sqlite)")
+    return url.render_as_string(hide_password=False)
+
+
+def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Flask/FAB configuration from the environment, then `overrides` on top."""
+    overrides = dict(overrides or {})
+    env = overrides.pop("BIGLEDGER_ENV", None) or setting("BIGLEDGER_ENV")
+    if env not in {"development", "production"}:
+        raise ConfigError(f"BIGLEDGER_ENV must be 'development' or 'production', not {env!r}")
+    instance = Path(overrides.pop("INSTANCE_PATH", None) or instance_path())
+    instance.mkdir(parents=True, exist_ok=True)
+    url = overrides.pop("SQLALCHEMY_DATABASE_URI", None)
+    url = normalize_database_url(url, "SQLALCHEMY_DATABASE_URI") if url else database_url(instance)
+    secret = overrides.pop("SECRET_KEY", None) or setting("BIGLEDGER_SECRET_KEY") or DEFAULT_SECRET_KEY
+    if env != "development" and secret == DEFAULT_SECRET_KEY:
+        raise ConfigError("BIGLEDGER_SECRET_KEY is not set: refusing to start in production with the "
+                          "default secret key (set BIGLEDGER_ENV=development for a local trial)")
+    config: dict[str, Any] = {
+        "BIGLEDGER_ENV": env,
+        "INSTANCE_PATH": str(instance),
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "APP_NAME": "BigLedger",
+        "APP_ICON": "",
+        "BIGLEDGER_MODULES": setting("BIGLEDGER_MODULES"),
+        "BIGLEDGER_STRICT_PLUGINS": setting("BIGLEDGER_STRICT_PLUGINS"),
+        "BIGLEDGER_EXTRA_PLUGINS": setting("BIGLEDGER_EXTRA_PLUGINS"),
+        # Schema comes from Alembic migrations; FAB must not create tables or sync
+        # permissions on every start (`bigledger db upgrade` does it once).
+        "FAB_CREATE_DB": False,
+        "FAB_UPDATE_PERMS": False,
+        "FAB_SECURITY_MANAGER_CLASS": "bigledger_core.security.BigLedgerSecurityManager",
+        "FAB_ADD_SECURITY_API": True,
+        "FAB_API_SWAGGER_UI": True,
+        "FAB_API_KEY_ENABLED": True,
+        "FAB_API_MAX_PAGE_SIZE": 100,
+        "AUTH_TYPE": 1,  # AUTH_DB
+        "AUTH_ROLE_ADMIN": "Admin",
+        "AUTH_ROLE_PUBLIC": "Public",
+        "AUTH_RATE_LIMITED": True,
+        "AUTH_RATE_LIMIT": setting("BIGLEDGER_LOGIN_RATE_LIMIT"),
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": setting("BIGLEDGER_RATELIMIT_STORAGE_URI"),
+        "WTF_CSRF_ENABLED": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "BABEL_DEFAULT_LOCALE": setting("BIGLEDGER_DEFAULT_LOCALE"),
+        "LANGUAGES": {"zh": {"flag": "cn", "name": "中文"}, "en": {"flag": "gb", "name": "English"}},
+        "FAB_BASE_TEMPLATE": "bigledger/baselayout.html",
+        "FAB_INDEX_VIEW": "bigledger_core.views.HomeView",
+        "FAB_MENU": "bigledger_core.modules.ModuleMenu",
+    }
+    config.update(overrides)
+    return config

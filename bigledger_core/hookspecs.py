@@ -1,0 +1,72 @@
+"""The hook contract between the BigLedger host and its plugins.
+
+Every hook a plugin may implement is specified here; pluggy refuses an implementation whose name or
+arguments do not match. `docs/plugins.md` explains each one with an example (a test keeps it complete).
+None of these is `firstresult` unless its docstring says so: the host collects every plugin's answer.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("bigledger")
+
+
+# -- lifecycle: called by the host for every plugin of the deployment --------------------------------
+
+@hookspec
+def bigledger_manifest():
+    """Called once when the plugin is loaded. Return a dict: `name`, `version`, `label` ({"zh", "en"}),
+    `requires` (list of module names), optionally `description` ({"zh", "en"})."""
+
+
+@hookspec
+def bigledger_register_views(appbuilder):
+    """Called once while the app is built. Add FAB views, REST APIs, menu links or Flask blueprints.
+    Everything added here belongs to the plugin's module: hidden and answering 404 while it is disabled.
+    Returns nothing."""
+
+
+@hookspec
+def bigledger_roles():
+    """Called while the app is built. Return a list of role specs: `name`, `label` ({"zh", "en"}),
+    `permissions` (list of (view-name regex, permission regex)), optionally `record_scope`
+    (`"all"` or `"team"`, default `"team"`) and `api_only` (bool). Specs with one name are merged."""
+
+
+@hookspec
+def bigledger_cli_commands():
+    """Called when the `bigledger` command starts. Return a list of click commands or groups to add
+    under `bigledger` (e.g. a `crm` group becomes `bigledger crm …`)."""
+
+
+@hookspec
+def bigledger_translation_dirs():
+    """Called while the app is built. Return a list of folders holding `<lang>/LC_MESSAGES/messages.mo`
+    catalogs for the plugin's strings."""
+
+
+@hookspec
+def bigledger_migration_dirs():
+    """Called before migrations run. Return a list of folders of Alembic revisions; the plugin's first
+    revision carries `branch_labels = ("<module name>",)` so its tables come and go with the module."""
+
+
+@hookspec
+def bigledger_load_demo(session, users):
+    """Called by `bigledger demo` for every enabled module, in dependency order. Add bilingual demo rows
+    through `session` (committed by the host) without duplicating rows that already exist; `users`
+    maps demo user names to `User` rows. Returns nothing."""
+
+
+@hookspec
+def bigledger_health():
+    """Called by `/health`. Return a dict of extra, secret-free checks ({"name": "ok" or a short
+    error}); any value other than "ok" marks the instance degraded."""
+
+
+# -- host events: delivered after the change commits ------------------------------------------------
+
+@hookspec
+def bigledger_module_switched(event):
+    """Event, after an admin switched a module on or off. `event.payload` holds `module`, `enabled`
+    and `by` (user name or "cli"). Returns nothing."""

@@ -1,0 +1,129 @@
+"""Security: roles contributed by plugins, record visibility by owner and team, API-only accounts."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app, flash, g, has_request_context, request
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.security.manager import BaseSecurityManager
+from flask_appbuilder.security.sqla.manager import SecurityManager
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import false, or_, select
+
+from .models import Team, team_member
+
+log = logging.getLogger(__name__)
+
+SCOPE_ALL = "all"
+SCOPE_TEAM = "team"
+# Every signed-in user may see and edit their own profile and password, whatever their role.
+SELF_SERVICE = ("^(UserDBModelView|ResetMyPasswordView|UserInfoEditView)$",
+                "^(can_userinfo|can_this_form_get|can_this_form_post|resetmypassword|userinfoedit)$")
+
+
+def collect_roles(answers: list[tuple[str, list[dict[str, Any]] | None]]) -> dict[str, dict[str, Any]]:
+    """Merge the role specs plugins return from `bigledger_roles` into one spec per role name."""
+    roles: dict[str, dict[str, Any]] = {}
+    for plugin, specs in answers:
+        for spec in specs or []:
+            name = spec["name"]
+            merged = roles.setdefault(name, {"permissions": [SELF_SERVICE], "record_scope": SCOPE_TEAM,
+                                             "api_only": False, "plugins": []})
+            merged["permissions"].extend(tuple(p) for p in spec.get("permissions", []))
+            if spec.get("record_scope") == SCOPE_ALL:
+                merged["record_scope"] = SCOPE_ALL
+            merged["api_only"] = merged["api_only"] or bool(spec.get("api_only"))
+            merged["plugins"].append(plugin)
+    return roles
+
+
+class BigLedgerSecurityManager(SecurityManager):
+    """FAB's security manager plus record scopes and API-only roles from `bigledger_roles`."""
+
+    def role_specs(self) -> dict[str, dict[str, Any]]:
+        return current_app.config.get("BIGLEDGER_ROLE_SPECS", {})
+
+    def record_scope(self, user) -> str:
+        specs = self.role_specs()
+        if any(role.name == self.auth_role_admin or specs.get(role.name, {}).get("record_scope") == SCOPE_ALL
+               for role in user.roles):
+            return SCOPE_ALL
+        return SCOPE_TEAM
+
+    def is_api_only(self, user) -> bool:
+        specs = self.role_specs()
+        return bool(user.roles) and all(specs.get(role.name, {}).get("api_only") for role in user.roles)
+
+    def auth_user_db(self, username, password):
+        user = super().auth_user_db(username, password)
+        if user is not None and has_request_context() and not request.path.startswith("/api/") \
+                and self.is_api_only(user):
+            flash(str(_l("This account may only be used through the API.")), "warning")
+            return None
+        return user
+
+
+def sync_security(appbuilder) -> None:
+    """Write every view's permissions and the built-in roles to the database (run after upgrades)."""
+    appbuilder.add_permissions(update_perms=True)
+    BaseSecurityManager.create_db(appbuilder.sm)
+
+
+def visible_team_ids(session, user_id: int) -> set[int]:
+    """Teams whose records `user_id` sees: teams they belong to or manage, and sub-teams of those."""
+    rows = session.execute(select(Team.id, Team.parent_id, Team.manager_id)).all()
+    member_of = set(session.scalars(select(team_member.c.team_id).where(team_member.c.user_id == user_id)))
+    children: dict[int | None, list[int]] = {}
+    for team_id, parent_id, _ in rows:
+        children.setdefault(parent_id, []).append(team_id)
+    seen: set[int] = set()
+    stack = list(member_of) + [team_id for team_id, _, manager in rows if manager == user_id]
+    while stack:
+        team_id = stack.pop()
+        if team_id not in seen:
+            seen.add(team_id)
+            stack.extend(children.get(team_id, []))
+    return seen
+
+
+def visibility_clause(model, user, session):
+    """SQL condition for the rows of `model` (an OwnedMixin model) that `user` may see; None for all."""
+    sm = current_app.appbuilder.sm
+    if user is None or not getattr(user, "is_authenticated", False):
+        return false()
+    if sm.record_scope(user) == SCOPE_ALL:
+        return None
+    teams = visible_team_ids(session, user.id)
+    return or_(model.owner_id == user.id, model.team_id.in_(teams)) if teams else model.owner_id == user.id
+
+
+class FilterVisibleRecords(BaseFilter):
+    """FAB base filter: only the records the current user may see (see `visibility_clause`)."""
+
+    name = _l("Visible records")
+    arg_name = "visible"
+
+    def apply(self, query, value):
+        clause = visibility_clause(self.model, getattr(g, "user", None), self.datamodel.session)
+        return query if clause is None else query.filter(clause)
+
+
+def _no_value():
+    return None
+
+
+class OwnedRecordsMixin:
+    """Mix into a ModelView or ModelRestApi of an OwnedMixin model: scope by owner/team, default owner."""
+
+    base_filters = [["owner_id", FilterVisibleRecords, _no_value]]
+
+    def pre_add(self, item) -> None:
+        user = getattr(g, "user", None)
+        if getattr(item, "owner_id", None) is None and user is not None and user.is_authenticated:
+            item.owner_id = user.id
+            if getattr(item, "team_id", None) is None and getattr(user, "teams", None):
+                item.team_id = user.teams[0].id
+        super_pre_add = getattr(super(), "pre_add", None)
+        if super_pre_add:
+            super_pre_add(item)

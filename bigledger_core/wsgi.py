@@ -1,0 +1,4 @@
+"""WSGI entry point for production servers: `gunicorn 'bigledger_core.wsgi:app'`."""
+from .app import create_app
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""BigLedger CRM: contacts, leads, pipeline, nurturing, service. Loaded as the module `crm`."""

@@ -1,0 +1,28 @@
+"""The CRM module's manifest and hook implementations (thin: it wires the CRM's parts to the host)."""
+from bigledger_core import __version__, hookimpl
+
+# Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
+_CRM = r"^(CRM|Crm.*)$"
+_READ = r"^(can_list|can_show|can_get|can_info|can_download|menu_access)$"
+_WRITE = r"^(can_list|can_show|can_add|can_edit|can_get|can_post|can_put|can_info|can_download|menu_access|can_.*_action|mulexport)$"
+_API = r"^(can_get|can_post|can_put|can_delete|can_info)$"
+
+
+@hookimpl
+def bigledger_manifest():
+    return {"name": "crm", "version": __version__,
+            "label": {"zh": "客户关系管理", "en": "Customer relationship management"},
+            "requires": [],
+            "description": {"zh": "联系人、潜客、销售管道、营销与客户服务",
+                            "en": "Contacts, leads, sales pipeline, marketing and customer service"}}
+
+
+@hookimpl
+def bigledger_roles():
+    return [
+        {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
+        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Contact|Company|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
+        {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company).*)$", _WRITE)]},
+        {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
+        {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
+    ]

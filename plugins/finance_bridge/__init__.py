@@ -1,0 +1,1 @@
+"""BigLedger Finance bridge: a bridge between the CRM and the ERP module, through hooks only."""
