@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Flask
 from flask_appbuilder import AppBuilder
+from flask_appbuilder.api import BaseApi
+from flask_wtf.csrf import CSRFProtect
 
 from .config import build_config
 from .db import db
@@ -47,6 +49,8 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
         appbuilder = AppBuilder(update_perms=False)
         appbuilder.init_app(app, db.session)
         app.extensions["babel"].locale_selector = select_locale
+        # flask_login.login_required in plugin routes sends anonymous users to FAB's login form.
+        app.login_manager.login_view = f"{appbuilder.sm.auth_view.endpoint}.login"
         ownership = Ownership()
         app.extensions["bigledger_ownership"] = ownership
         for name in host.modules:
@@ -59,6 +63,15 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
                 ownership.endpoints[endpoint] = name
             for item in set(appbuilder.menu.get_flat_name_list()) - menu_items:
                 ownership.menu_items[item] = name
+
+    # Every form POST needs the CSRF token; the REST API authenticates with JWT instead.
+    csrf = CSRFProtect(app)
+    for view in appbuilder.baseviews:
+        if isinstance(view, BaseApi) and getattr(view, "blueprint", None) is not None:
+            csrf.exempt(view.blueprint)
+        # FAB limits the login form; the JWT login gets the same limit.
+        if type(view).__name__ == "SecurityApi" and app.config["AUTH_RATE_LIMITED"]:
+            appbuilder.sm.limiter.limit(app.config["AUTH_RATE_LIMIT"], methods=["POST"])(view.blueprint)
 
     from .views import health, language_from_request
 

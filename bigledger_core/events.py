@@ -56,9 +56,13 @@ def _drop_on_rollback(session: Session) -> None:
 
 def deliver(host, event: Event) -> None:
     """Call every enabled subscriber of `event.name`, each isolated from the others' failures."""
+    from .db import db
     from .modules import enabled_modules
 
-    for impl in host.hookimpls(event.name, enabled_modules(host)):
+    # The committing session cannot run SQL inside after_commit: read module state on its own session.
+    with Session(db.engine) as session:
+        modules = enabled_modules(host, session)
+    for impl in host.hookimpls(event.name, modules):
         try:
             impl.function(event=event)
         except Exception:  # a subscriber's failure is its own

@@ -40,8 +40,12 @@ def switched_off(session) -> set[str]:
 
 
 def enabled_modules(plugin_host: PluginHost | None = None, session=None) -> list[str]:
-    """Enabled modules in requirement order: offered, not switched off, and all requirements enabled."""
-    if has_request_context() and "bigledger_enabled" in g:
+    """Enabled modules in requirement order: offered, not switched off, and all requirements enabled.
+
+    Read once per request; pass `session` to read afresh through that session instead.
+    """
+    cache = has_request_context() and session is None
+    if cache and "bigledger_enabled" in g:
         return g.bigledger_enabled
     plugin_host = plugin_host or host()
     off = switched_off(session or db.session)
@@ -49,7 +53,7 @@ def enabled_modules(plugin_host: PluginHost | None = None, session=None) -> list
     for name in plugin_host.modules:
         if name not in off and all(req in enabled for req in plugin_host.manifests[name].requires):
             enabled.append(name)
-    if has_request_context():
+    if cache:
         g.bigledger_enabled = enabled
     return enabled
 
@@ -114,8 +118,9 @@ def _record(name: str, enabled: bool, by: str) -> None:
     state.enabled, state.changed_at, state.changed_by = enabled, utcnow(), by
     session.add(state)
     emit(session, "bigledger_module_switched", {"module": name, "enabled": enabled, "by": by})
+    if has_request_context():
+        g.pop("bigledger_enabled", None)
     session.commit()
-    g.pop("bigledger_enabled", None) if has_request_context() else None
     log.info("module %s %s by %s", name, "enabled" if enabled else "disabled", by)
 
 

@@ -55,7 +55,7 @@ class _Manager(pluggy.PluginManager):
 
 @dataclass
 class _Candidate:
-    name: str
+    name: str | None  # None: taken from the plugin's manifest once imported
     source: str
     load: Callable[[], Any]
 
@@ -76,7 +76,7 @@ class PluginHost:
         if discover:
             candidates += [_Candidate(ep.name, f"{ep.value} ({_dist_name(ep)})", ep.load)
                            for ep in entry_points(group=ENTRY_POINT_GROUP)]
-        candidates += [_Candidate(path.rsplit(".", 1)[-1], path, lambda p=path: importlib.import_module(p))
+        candidates += [_Candidate(None, path, lambda p=path: importlib.import_module(p))
                        for path in extra_plugins]
         self._load(candidates)
 
@@ -95,13 +95,21 @@ class PluginHost:
         for cand in candidates:
             if cand.name in seen:
                 continue  # an installed copy and an extra-plugins path of the same plugin
-            seen.add(cand.name)
             try:
                 plugin = cand.load()
             except Exception as exc:
-                self._fail(PluginError(cand.name, f"plugin {cand.name!r} ({cand.source}) failed to import: "
-                                                  f"{type(exc).__name__}: {exc}"))
+                name = cand.name or cand.source
+                self._fail(PluginError(name, f"plugin {name!r} ({cand.source}) failed to import: "
+                                             f"{type(exc).__name__}: {exc}"))
                 continue
+            if cand.name is None:
+                try:
+                    cand.name = str(plugin.bigledger_manifest()["name"])
+                except Exception:
+                    cand.name = cand.source
+                if cand.name in seen:
+                    continue
+            seen.add(cand.name)
             self._register(cand, plugin)
         self._check_unknown_hooks()
         self._select_offered()
@@ -145,7 +153,7 @@ class PluginHost:
                         description=dict(data.get("description") or {}), source=cand.source)
 
     def _check_unknown_hooks(self) -> None:
-        known = {name for name in dir(self.pm.hook) if not name.startswith("_")}
+        known = {name for name in vars(self.pm.hook) if _is_spec(self.pm, name)}
         for name, plugin in list(self.pm.list_name_plugin()):
             unknown = [hook for hook in dir(plugin) if hook.startswith(HOOK_PREFIXES)
                        and callable(getattr(plugin, hook)) and not _is_spec(self.pm, hook)]
@@ -228,7 +236,7 @@ class PluginHost:
 
 
 def _is_spec(pm: pluggy.PluginManager, name: str) -> bool:
-    caller = getattr(pm.hook, name, None)
+    caller = vars(pm.hook).get(name)
     return caller is not None and caller.spec is not None
 
 

@@ -1,0 +1,103 @@
+"""The sample plugin: every hook, the smallest way."""
+from pathlib import Path
+
+import click
+from flask import Blueprint, jsonify
+from flask_login import login_required
+from flask_appbuilder import ModelRestApi, ModelView
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from sqlalchemy import select
+
+from bigledger_core import hookimpl
+from bigledger_core.cli import with_appcontext
+from bigledger_core.security import OwnedRecordsMixin
+
+from .models import SampleNote
+
+RECEIVED = []  # events delivered to this plugin, for the tests to look at
+
+blueprint = Blueprint("sample", __name__, url_prefix="/sample")
+
+
+@blueprint.route("/ping")
+@login_required
+def ping():
+    return jsonify({"pong": True})
+
+
+class SampleNoteView(OwnedRecordsMixin, ModelView):
+    datamodel = SQLAInterface(SampleNote)
+    class_permission_name = "SampleNote"
+    list_columns = ["title", "owner", "team"]
+    add_columns = edit_columns = ["title", "owner", "team"]
+
+
+class SampleNoteApi(OwnedRecordsMixin, ModelRestApi):
+    resource_name = "sample_note"
+    datamodel = SQLAInterface(SampleNote)
+    class_permission_name = "SampleNote"
+    list_columns = ["id", "title", "owner_id", "team_id"]
+    add_columns = ["title", "owner_id", "team_id"]
+
+
+@hookimpl
+def bigledger_manifest():
+    return {"name": "sample", "version": "1.0", "label": {"zh": "样例", "en": "Sample"}, "requires": ["crm"]}
+
+
+@hookimpl
+def bigledger_register_views(appbuilder):
+    appbuilder.add_view(SampleNoteView, "Sample notes", category="Sample")
+    appbuilder.add_api(SampleNoteApi)
+    from flask import current_app
+
+    current_app.register_blueprint(blueprint)
+
+
+@hookimpl
+def bigledger_roles():
+    return [{"name": "Sales Rep", "permissions": [("^(Sample|SampleNote)$", ".*")]},
+            {"name": "Integrator", "permissions": [("^SampleNote$", "^can_(get|post|put|delete|info)$")]}]
+
+
+@hookimpl
+def bigledger_cli_commands():
+    @click.group()
+    def sample():
+        """Sample plugin commands."""
+
+    @sample.command()
+    @with_appcontext
+    def count():
+        """Print how many sample notes exist."""
+        from bigledger_core.db import db
+
+        click.echo(len(db.session.scalars(select(SampleNote.id)).all()))
+
+    return [sample]
+
+
+@hookimpl
+def bigledger_translation_dirs():
+    return []
+
+
+@hookimpl
+def bigledger_migration_dirs():
+    return [str(Path(__file__).parent / "migrations")]
+
+
+@hookimpl
+def bigledger_load_demo(session, users):
+    if session.scalar(select(SampleNote).where(SampleNote.title == "示例 / Sample")) is None:
+        session.add(SampleNote(title="示例 / Sample", owner=users.get("demo_rep")))
+
+
+@hookimpl
+def bigledger_health():
+    return {"sample": "ok"}
+
+
+@hookimpl
+def bigledger_module_switched(event):
+    RECEIVED.append(event)
