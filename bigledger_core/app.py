@@ -85,5 +85,20 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
     return app
 
 
+def configure_logging(app: Flask) -> None:
+    """Log to `<instance>/logs/bigledger.log` (rotated) as well as to the console."""
+    from logging.handlers import RotatingFileHandler
+
+    folder = Path(app.instance_path) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = str(folder / "bigledger.log")
+    root = logging.getLogger()
+    if not any(getattr(h, "baseFilename", None) == target for h in root.handlers):
+        handler = RotatingFileHandler(target, maxBytes=10_000_000, backupCount=5, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+
+
 def _offered(modules: list[str] | None) -> list[str] | None:
     return None if modules is None else [m for m in modules if m != CORE]

@@ -78,10 +78,12 @@ def run(host, port):
     """Serve the web UI and API with the single-process development server."""
     from werkzeug.serving import run_simple
 
+    from .app import configure_logging
     from .migrate import current
 
     if not current().get("core"):
         raise click.ClickException("the database is not initialised: run `bigledger db upgrade` first")
+    configure_logging(current_app)
     click.echo(f"BigLedger on http://{host}:{port}/ (instance {current_app.instance_path})")
     run_simple(host, port, current_app._get_current_object(), threaded=True, use_reloader=False)
 

@@ -38,7 +38,7 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_ENV", "production",
             "`development` or `production`. Production refuses the default secret key."),
     Setting("BIGLEDGER_INSTANCE_PATH", None,
-            "Instance folder for the SQLite database, uploaded files and logs (default `./instance`)."),
+            "Instance folder for the SQLite database, files and logs (`logs/bigledger.log`); default `./instance`."),
     Setting("BIGLEDGER_DATABASE_URL", None,
             "SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user@host/db` "
             "(default: SQLite file `bigledger.db` in the instance folder)."),
@@ -53,6 +53,8 @@ SETTINGS: list[Setting] = [
             "Comma-separated import paths of plugin modules to load without packaging them.", _list),
     Setting("BIGLEDGER_ADMIN_PASSWORD", None,
             "Password for the admin created by `make run` (otherwise one is generated and printed once)."),
+    Setting("BIGLEDGER_DEMO_PASSWORD", None,
+            "Password of the demo users made by `bigledger demo` (otherwise generated and printed once)."),
     Setting("BIGLEDGER_DEFAULT_LOCALE", "zh", "Language used when the browser asks for none we have."),
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",

@@ -1,11 +1,11 @@
 """Demo data: bilingual, idempotent. Users here; each enabled module adds its own rows by hook."""
 from __future__ import annotations
 
-import os
 import secrets
 
 from flask import current_app
 
+from .config import setting
 from .db import db
 from .modules import enabled_modules
 
@@ -25,7 +25,8 @@ def load_demo() -> list[str]:
     """Create the demo users (if missing) and let every enabled module add its demo rows."""
     sm = current_app.appbuilder.sm
     report: list[str] = []
-    password = os.environ.get("BIGLEDGER_DEMO_PASSWORD") or None
+    given = setting("BIGLEDGER_DEMO_PASSWORD")
+    password = given
     users = {}
     created = []
     for username, first, last, email, role_name in DEMO_USERS:
@@ -38,7 +39,7 @@ def load_demo() -> list[str]:
         users[username] = user
     if created:
         report.append(f"demo users created: {', '.join(created)}")
-        if not os.environ.get("BIGLEDGER_DEMO_PASSWORD"):
+        if not given:
             report.append(f"demo users' password (shown once): {password}")
     host = current_app.extensions["bigledger"]
     session = db.session

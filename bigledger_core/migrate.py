@@ -59,11 +59,11 @@ def current() -> dict[str, str | None]:
     """The applied revision of each module branch (None when the module has no tables yet)."""
     script = ScriptDirectory.from_config(alembic_config())
     with db.engine.connect() as connection:
-        heads = set(MigrationContext.configure(connection).get_current_heads())
-    applied: dict[str, str | None] = {label: None for label in branches()}
-    for head in heads:
-        for rev in script.iterate_revisions(head, "base"):
-            for label in rev.branch_labels:
-                if applied.get(label) is None:
-                    applied[label] = head
-    return applied
+        heads = tuple(MigrationContext.configure(connection).get_current_heads())
+    applied = {rev.revision for rev in script.iterate_revisions(heads, "base")} if heads else set()
+    result: dict[str, str | None] = {}
+    for label in branches():
+        # walk_revisions goes newest first; branch labels are inherited by every revision of the branch
+        result[label] = next((rev.revision for rev in script.walk_revisions()
+                              if label in rev.branch_labels and rev.revision in applied), None)
+    return result

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import current_app, flash, g, has_request_context, request
 from flask_appbuilder.models.filters import BaseFilter
-from flask_appbuilder.security.manager import BaseSecurityManager
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import false, or_, select
@@ -67,7 +66,12 @@ class BigLedgerSecurityManager(SecurityManager):
 def sync_security(appbuilder) -> None:
     """Write every view's permissions and the built-in roles to the database (run after upgrades)."""
     appbuilder.add_permissions(update_perms=True)
-    BaseSecurityManager.create_db(appbuilder.sm)
+    sm = appbuilder.sm
+    # Plugin roles are FAB built-in roles: their permissions are patterns checked at run time,
+    # so only the role rows (for assigning users) are stored.
+    for name in [*sm.builtin_roles, sm.auth_role_admin, sm.auth_role_public]:
+        if sm.find_role(name) is None:
+            sm.add_role(name)
 
 
 def visible_team_ids(session, user_id: int) -> set[int]:

@@ -1,4 +1,5 @@
 """WSGI entry point for production servers: `gunicorn 'bigledger_core.wsgi:app'`."""
-from .app import create_app
+from .app import configure_logging, create_app
 
 app = create_app()
+configure_logging(app)

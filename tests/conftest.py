@@ -56,6 +56,7 @@ def migrate(app) -> None:
     with app.app_context():
         upgrade()
         sync_security(app.appbuilder)
+        db.session.remove()
         db.engine.dispose()
 
 
@@ -103,6 +104,20 @@ def database_url(backend, templates, tmp_path):
     name = f"{make_url(PG_URL).database}_{_worker()}_{os.getpid()}_{next(_counter)}"
     with _pg(PG_URL) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    _drop_pg(name)
+
+
+@pytest.fixture
+def empty_url(backend, tmp_path):
+    """An empty database (no tables) for one test."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"{make_url(PG_URL).database}_empty_{_worker()}_{os.getpid()}"
+    _drop_pg(name)
+    with _pg(PG_URL) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     yield _pg_url(name)
     _drop_pg(name)
 

@@ -1,0 +1,44 @@
+"""Documentation stays complete: every hook, setting and command is described."""
+import re
+from pathlib import Path
+
+import click
+
+from bigledger_core import hookspecs
+from bigledger_core.cli import cli
+from bigledger_core.config import SETTINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS_DOC = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _hookspecs():
+    return sorted(name for name, value in vars(hookspecs).items()
+                  if callable(value) and name.startswith(("bigledger_", "crm_")))
+
+
+def test_every_hookspec_has_a_section_with_an_example_in_the_plugin_guide():
+    sections = dict(re.findall(r"^### `(\w+)[^`]*`\n(.*?)(?=^### |\Z)", PLUGINS_DOC, flags=re.M | re.S))
+    missing = [name for name in _hookspecs() if name not in sections]
+    assert missing == []
+    without_example = [name for name in _hookspecs() if "```python" not in sections[name]]
+    assert without_example == []
+
+
+def test_every_hookspec_has_a_docstring():
+    assert [name for name in _hookspecs() if not (getattr(hookspecs, name).__doc__ or "").strip()] == []
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    assert [s.env for s in SETTINGS if f"| `{s.env}` |" not in README] == []
+
+
+def test_every_command_is_in_the_readme():
+    def walk(group, prefix):
+        for name, command in group.commands.items():
+            yield f"{prefix} {name}"
+            if isinstance(command, click.Group):
+                yield from walk(command, f"{prefix} {name}")
+
+    assert [c for c in walk(cli, "bigledger") if c not in README] == []
