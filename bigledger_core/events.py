@@ -55,15 +55,23 @@ def _drop_on_rollback(session: Session) -> None:
 
 
 def deliver(host, event: Event) -> None:
-    """Call every enabled subscriber of `event.name`, each isolated from the others' failures."""
+    """Call every enabled subscriber of `event.name`, each isolated from the others' failures.
+
+    Each subscriber runs in an app context of its own, so `db.session` there is a fresh session it may
+    use and commit (the session that emitted the event has just committed and can run no more SQL).
+    """
     from .db import db
     from .modules import enabled_modules
 
-    # The committing session cannot run SQL inside after_commit: read module state on its own session.
     with Session(db.engine) as session:
         modules = enabled_modules(host, session)
+    app = current_app._get_current_object()
     for impl in host.hookimpls(event.name, modules):
-        try:
-            impl.function(event=event)
-        except Exception:  # a subscriber's failure is its own
-            log.exception("subscriber %s of event %s (%s) failed", impl.plugin_name, event.name, event.id)
+        with app.app_context():
+            try:
+                impl.function(event=event)
+            except Exception:  # a subscriber's failure is its own
+                db.session.rollback()
+                log.exception("subscriber %s of event %s (%s) failed", impl.plugin_name, event.name, event.id)
+            finally:
+                db.session.remove()

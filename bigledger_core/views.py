@@ -126,7 +126,7 @@ def language_from_request() -> None:
     """Remember the language negotiated from Accept-Language for the rest of the session."""
     from flask import session
 
-    if request.endpoint and request.endpoint.endswith("static"):
+    if (request.endpoint or "").endswith("static") or request.path.startswith("/api/"):
         return
     if "locale" not in session:
         session["locale"] = current_locale()
