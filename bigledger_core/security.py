@@ -24,16 +24,15 @@ SELF_SERVICE = ("^(UserDBModelView|ResetMyPasswordView|UserInfoEditView)$",
 def collect_roles(answers: list[tuple[str, list[dict[str, Any]] | None]]) -> dict[str, dict[str, Any]]:
     """Merge the role specs plugins return from `bigledger_roles` into one spec per role name."""
     roles: dict[str, dict[str, Any]] = {}
-    for plugin, specs in answers:
+    for _plugin, specs in answers:
         for spec in specs or []:
             name = spec["name"]
             merged = roles.setdefault(name, {"permissions": [SELF_SERVICE], "record_scope": SCOPE_TEAM,
-                                             "api_only": False, "plugins": []})
+                                             "api_only": False})
             merged["permissions"].extend(tuple(p) for p in spec.get("permissions", []))
             if spec.get("record_scope") == SCOPE_ALL:
                 merged["record_scope"] = SCOPE_ALL
             merged["api_only"] = merged["api_only"] or bool(spec.get("api_only"))
-            merged["plugins"].append(plugin)
     return roles
 
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, text
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
