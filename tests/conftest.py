@@ -7,6 +7,7 @@ import itertools
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -92,6 +93,19 @@ def backend(request):
     return request.param
 
 
+@contextmanager
+def _fresh_pg(template: str | None = None):
+    """A new PostgreSQL database (a copy of `template`, or empty), dropped afterwards."""
+    name = f"{make_url(PG_URL).database}_{_worker()}_{os.getpid()}_{next(_counter)}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    with _pg(PG_URL) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    try:
+        yield _pg_url(name)
+    finally:
+        _drop_pg(name)
+
+
 @pytest.fixture
 def database_url(backend, templates, tmp_path):
     """A fresh, fully migrated database for one test."""
@@ -101,11 +115,8 @@ def database_url(backend, templates, tmp_path):
         shutil.copyfile(template, target)
         yield f"sqlite:///{target}"
         return
-    name = f"{make_url(PG_URL).database}_{_worker()}_{os.getpid()}_{next(_counter)}"
-    with _pg(PG_URL) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield _pg_url(name)
-    _drop_pg(name)
+    with _fresh_pg(template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,12 +125,8 @@ def empty_url(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    name = f"{make_url(PG_URL).database}_empty_{_worker()}_{os.getpid()}"
-    _drop_pg(name)
-    with _pg(PG_URL) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _pg_url(name)
-    _drop_pg(name)
+    with _fresh_pg() as url:
+        yield url
 
 
 @pytest.fixture
