@@ -73,9 +73,10 @@ def cli():
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the scheduler in this process.")
 @with_appcontext
-def run(host, port):
-    """Serve the web UI and API with the single-process development server."""
+def run(host, port, no_scheduler):
+    """Serve the web UI and API with the development server, with the scheduler in the same process."""
     from werkzeug.serving import run_simple
 
     from .app import configure_logging
@@ -84,14 +85,205 @@ def run(host, port):
     if not current().get("core"):
         raise click.ClickException("the database is not initialised: run `bigledger db upgrade` first")
     configure_logging(current_app)
+    if not no_scheduler:
+        from .scheduler import start_in_thread
+
+        start_in_thread(current_app._get_current_object())
     click.echo(f"BigLedger on http://{host}:{port}/ (instance {current_app.instance_path})")
     run_simple(host, port, current_app._get_current_object(), threaded=True, use_reloader=False)
 
 
 @cli.command()
+@with_appcontext
 def scheduler():
-    """Run the job scheduler as its own process (one active among several)."""
-    raise click.ClickException("the scheduler is not available in this version yet")
+    """Run the job scheduler as its own process.
+
+    Start several for availability: exactly one is active (it holds a PostgreSQL advisory lock, or a
+    file lock next to the SQLite database); a standby takes over within seconds when it dies. Stop it
+    with SIGTERM or Ctrl-C.
+    """
+    import signal
+
+    from .app import configure_logging
+    from .migrate import current
+    from .scheduler import SchedulerService
+
+    if not current().get("core"):
+        raise click.ClickException("the database is not initialised: run `bigledger db upgrade` first")
+    configure_logging(current_app)
+    service = SchedulerService(current_app._get_current_object())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    click.echo(f"scheduler {service.node} started; waiting to become the active scheduler")
+    service.run_forever()
+
+
+def _table(rows: list[list], headers: list[str]) -> None:
+    widths = [max(len(str(v)) for v in [h, *[r[i] for r in rows]]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@cli.group()
+def events():
+    """Event deliveries: list them, retry failed and dead ones."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["pending", "failed", "dead", "delivered", "all"]), default="all",
+              show_default=True, help="Only deliveries in this state.")
+@click.option("--event", "name", default=None, help="Only this event name.")
+@click.option("--subscriber", default=None, help="Only this subscribing module.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@with_appcontext
+def events_list(status, name, subscriber, limit):
+    """List event deliveries, newest first."""
+    from sqlalchemy import select
+
+    from .db import db as database
+    from .events import counts_by_status
+    from .models import EventDelivery, OutboxEvent
+
+    query = (select(EventDelivery, OutboxEvent).join(OutboxEvent)
+             .order_by(EventDelivery.id.desc()).limit(limit))
+    if status != "all":
+        query = query.where(EventDelivery.status == status)
+    if name:
+        query = query.where(OutboxEvent.name == name)
+    if subscriber:
+        query = query.where(EventDelivery.subscriber == subscriber)
+    rows = [[d.id, e.name, d.subscriber, d.status, d.attempts, _when(d.next_attempt_at), e.id,
+             (d.last_error or "").strip().splitlines()[-1][:60] if d.last_error else ""]
+            for d, e in database.session.execute(query)]
+    _table(rows, ["id", "event", "subscriber", "status", "attempts", "next attempt", "event id", "last error"])
+    totals = counts_by_status(database.session)
+    click.echo(", ".join(f"{key}: {totals.get(key, 0)}" for key in ("pending", "failed", "dead", "delivered")))
+
+
+@events.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-dead", is_flag=True, help="Retry every dead delivery.")
+@click.option("--all-failed", is_flag=True, help="Retry every failed delivery now instead of after its back-off.")
+@click.option("--now/--later", default=True, show_default=True,
+              help="Deliver right away in this process, or leave it to the scheduler.")
+@with_appcontext
+def events_retry(ids, all_dead, all_failed, now):
+    """Make deliveries due again: the IDS given, or all dead / failed ones."""
+    from .db import db as database
+    from .events import deliver_due, retry
+
+    if not ids and not all_dead and not all_failed:
+        raise click.UsageError("give delivery ids, --all-dead or --all-failed")
+    count = 0
+    if ids:
+        count += retry(database.session, ids=list(ids))
+    if all_dead:
+        count += retry(database.session, status="dead")
+    if all_failed:
+        count += retry(database.session, status="failed")
+    database.session.commit()
+    click.echo(f"{count} deliveries due again")
+    if now and count:
+        result = deliver_due(current_app._get_current_object())
+        click.echo(", ".join(f"{key}: {value}" for key, value in result.items()))
+
+
+@cli.group()
+def jobs():
+    """Scheduled jobs: list them, run one now, pause or resume."""
+
+
+@jobs.command("list")
+@with_appcontext
+def jobs_list():
+    """List the jobs of the enabled modules with their next and last run."""
+    from .db import db as database
+    from .scheduler import job_statuses, nodes
+
+    rows = [[j.id, j.module, j.trigger, "paused" if j.paused else _when(j.next_run_at), _when(j.last_run_at),
+             j.last_outcome or "-"] for j in job_statuses(current_app, database.session)]
+    _table(rows, ["job", "module", "schedule", "next run", "last run", "outcome"])
+    for node in nodes(database.session):
+        click.echo(f"scheduler {node.node}: {node.role}, heartbeat {_when(node.heartbeat_at)}")
+
+
+def _job_command(command: str, help_text: str):
+    @jobs.command(command, help=help_text)
+    @click.argument("job_id")
+    @with_appcontext
+    def handler(job_id):
+        from .db import db as database
+        from .scheduler import job_statuses, request_job
+
+        if job_id not in {j.id for j in job_statuses(current_app, database.session)}:
+            raise click.ClickException(f"no job {job_id!r} in the enabled modules (see `bigledger jobs list`)")
+        request_job(database.session, job_id, run_now=command == "run",
+                    paused={"pause": True, "resume": False}.get(command))
+        database.session.commit()
+        click.echo(f"{job_id}: {command} requested; the active scheduler applies it within seconds")
+
+    return handler
+
+
+_job_command("run", "Ask the active scheduler to run JOB_ID now.")
+_job_command("pause", "Pause JOB_ID until it is resumed.")
+_job_command("resume", "Resume a paused JOB_ID.")
+
+
+@cli.group()
+def mail():
+    """Mail: read .eml files into the inbound hook, send a test message."""
+
+
+@mail.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def mail_ingest(files):
+    """Read FILES (.eml) as received mail: each is stored once and passed to `bigledger_inbound_message`."""
+    from pathlib import Path
+
+    from .db import db as database
+    from .mail.ingest import ingest
+
+    for path in files:
+        try:
+            row, created = ingest(database.session, Path(path).read_bytes(), f"file:{Path(path).name}")
+            database.session.commit()
+        except ValueError as exc:
+            database.session.rollback()
+            raise click.ClickException(f"{path}: {exc}") from None
+        state = "stored" if created else "already received"
+        click.echo(f"{path}: {state} as message {row.id} from {row.sender_address}: {row.subject}")
+
+
+@mail.command("send-test")
+@click.argument("to")
+@with_appcontext
+def mail_send_test(to):
+    """Queue a bilingual test e-mail to TO and send it now with the configured provider."""
+    from .db import db as database
+    from .mail.outbound import MessageError, queue_email, send_due
+
+    try:
+        message = queue_email(database.session, to=to, subject="BigLedger 测试邮件 / test message",
+                              text="这是一封来自 BigLedger CRM 的测试邮件。\nThis is a test message from BigLedger CRM.",
+                              html="<p>这是一封来自 <b>BigLedger CRM</b> 的测试邮件。</p>"
+                                   "<p>This is a test message from <b>BigLedger CRM</b>.</p>",
+                              source="cli:send-test")
+        database.session.commit()
+    except MessageError as exc:
+        raise click.ClickException(str(exc)) from None
+    send_due(current_app._get_current_object())
+    database.session.expire_all()
+    message = database.session.get(type(message), message.id)
+    if message.status != "sent":
+        raise click.ClickException(f"not sent ({message.status}): {message.last_error}")
+    click.echo(f"sent to {message.to_address} with {message.provider} (Message-ID <{message.message_id}>)")
 
 
 @cli.group()

@@ -59,7 +59,57 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
             "Where rate-limit counters live; use `redis://…` when several web workers run."),
+    # -- events and scheduler
+    Setting("BIGLEDGER_EVENT_FIRST_ATTEMPT", "background",
+            "How the process that commits an event tries to deliver it: `background` (a thread, right after "
+            "commit), `inline` (before `commit()` returns) or `off` (leave it to `bigledger scheduler`).",
+            lambda v: _choice(v, "BIGLEDGER_EVENT_FIRST_ATTEMPT", {"background", "inline", "off"})),
+    Setting("BIGLEDGER_EVENT_TIMEOUT", 30.0, "Seconds a subscriber may take before its delivery counts as failed.",
+            float),
+    Setting("BIGLEDGER_EVENT_MAX_ATTEMPTS", 8, "Delivery attempts before a delivery is marked dead.", int),
+    Setting("BIGLEDGER_EVENT_RETRY_SECONDS", 30.0,
+            "First retry delay; it doubles with every failed attempt (at most 6 hours).", float),
+    Setting("BIGLEDGER_EVENT_RETENTION_DAYS", 30,
+            "Days a fully delivered event (and finished job runs) are kept before the nightly purge.", int),
+    Setting("BIGLEDGER_SCHEDULER_POLL_SECONDS", 1.0,
+            "How often a standby scheduler tries to become the active one, and the active one checks in.", float),
+    # -- outgoing mail
+    Setting("BIGLEDGER_MAIL_PROVIDER", None,
+            "`smtp`, `file` (writes `.eml` files under `instance/mail/outbox`) or a provider from a plugin. "
+            "Development defaults to `file`; production refuses to start until it is set."),
+    Setting("BIGLEDGER_MAIL_FROM", "BigLedger CRM <crm@localhost>", "Sender of outgoing e-mail."),
+    Setting("BIGLEDGER_SMTP_HOST", "localhost", "SMTP server."),
+    Setting("BIGLEDGER_SMTP_PORT", 25, "SMTP port (587 for STARTTLS, 465 for TLS).", int),
+    Setting("BIGLEDGER_SMTP_SECURITY", "none", "`none`, `starttls` or `tls`.",
+            lambda v: _choice(v, "BIGLEDGER_SMTP_SECURITY", {"none", "starttls", "tls"})),
+    Setting("BIGLEDGER_SMTP_USERNAME", None, "SMTP user name (no authentication when unset)."),
+    Setting("BIGLEDGER_SMTP_PASSWORD", None, "SMTP password."),
+    Setting("BIGLEDGER_SMTP_TIMEOUT", 30.0, "Seconds to wait for the SMTP server.", float),
+    Setting("BIGLEDGER_MAIL_RATE_PER_MINUTE", 60, "Messages a provider may send per minute.", int),
+    Setting("BIGLEDGER_MAIL_MAX_ATTEMPTS", 8, "Send attempts before a message is marked failed.", int),
+    # -- incoming mail
+    Setting("BIGLEDGER_IMAP_HOST", None, "IMAP server to poll for incoming mail (polling is off when unset)."),
+    Setting("BIGLEDGER_IMAP_PORT", 993, "IMAP port (143 for STARTTLS or plain).", int),
+    Setting("BIGLEDGER_IMAP_SECURITY", "ssl", "`ssl`, `starttls` or `none`.",
+            lambda v: _choice(v, "BIGLEDGER_IMAP_SECURITY", {"ssl", "starttls", "none"})),
+    Setting("BIGLEDGER_IMAP_USERNAME", None, "IMAP user name."),
+    Setting("BIGLEDGER_IMAP_PASSWORD", None, "IMAP password."),
+    Setting("BIGLEDGER_IMAP_MAILBOX", "INBOX", "Mailbox (folder) to read."),
+    Setting("BIGLEDGER_IMAP_POLL_SECONDS", 60, "Seconds between two IMAP polls.", int),
+    Setting("BIGLEDGER_IMAP_MARK_SEEN", True, "`1` marks processed messages as read on the server.", _bool),
 ]
+
+
+def _choice(value: str, name: str, allowed: set[str]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(sorted(allowed))}, not {value!r}")
+    return value
+
+
+RUNTIME_SETTINGS = [item.env for item in SETTINGS
+                    if item.env.startswith(("BIGLEDGER_EVENT_", "BIGLEDGER_SCHEDULER_", "BIGLEDGER_MAIL_",
+                                            "BIGLEDGER_SMTP_", "BIGLEDGER_IMAP_"))]
 
 
 def setting(env: str) -> Any:
@@ -116,6 +166,12 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     if env != "development" and secret == DEFAULT_SECRET_KEY:
         raise ConfigError("BIGLEDGER_SECRET_KEY is not set: refusing to start in production with the "
                           "default secret key (set BIGLEDGER_ENV=development for a local trial)")
+    mail_provider = overrides.pop("BIGLEDGER_MAIL_PROVIDER", None) or setting("BIGLEDGER_MAIL_PROVIDER")
+    if not mail_provider:
+        if env != "development":
+            raise ConfigError("BIGLEDGER_MAIL_PROVIDER is not set: choose `smtp` (with BIGLEDGER_SMTP_HOST…) or, "
+                              "to keep mail in files under the instance folder, `file`")
+        mail_provider = "file"
     config: dict[str, Any] = {
         "BIGLEDGER_ENV": env,
         "INSTANCE_PATH": str(instance),
@@ -153,5 +209,7 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "FAB_INDEX_VIEW": "bigledger_core.views.HomeView",
         "FAB_MENU": "bigledger_core.modules.ModuleMenu",
     }
+    config.update({name: setting(name) for name in RUNTIME_SETTINGS})
+    config["BIGLEDGER_MAIL_PROVIDER"] = mail_provider
     config.update(overrides)
     return config

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flask import current_app
 from flask_babel import lazy_gettext as _l
+from marshmallow import Schema, fields
 from sqlalchemy import select
 
 from . import __version__
@@ -13,7 +15,7 @@ from .plugins import hookimpl
 
 # Security screens FAB registers; only admins manage them.
 _SECURITY_VIEWS = r"(User.*|Role.*|Permission.*|ViewMenu.*|Group.*|RegisterUser.*|ApiKey.*|Modules|Teams" \
-                  r"|Security|List Users|List Roles|List Groups|Base Permissions|Views/Menus|User's Statistics" \
+                  r"|Security|System.*|List Users|List Roles|List Groups|Base Permissions|Views/Menus|User's Statistics" \
                   r"|Permission on Views/Menus|API Keys)"
 _READ = r"(can_list|can_show|can_get|can_info|can_download|menu_access)"
 
@@ -32,6 +34,14 @@ def bigledger_register_views(appbuilder):
                         category="Security", category_label=_l("Security"))
     appbuilder.add_view(ModulesView, "Modules", label=_l("Modules"), icon="fa-puzzle-piece",
                         category="Security", category_label=_l("Security"))
+    from .runtime_views import DeliveriesView, JobsView, MessagesView
+
+    appbuilder.add_view(JobsView, "Scheduled jobs", label=_l("Scheduled jobs"), icon="fa-clock-o",
+                        category="System", category_label=_l("System"))
+    appbuilder.add_view(DeliveriesView, "Event deliveries", label=_l("Event deliveries"), icon="fa-exchange",
+                        category="System", category_label=_l("System"))
+    appbuilder.add_view(MessagesView, "Messages", label=_l("Messages"), icon="fa-envelope",
+                        category="System", category_label=_l("System"))
 
 
 @hookimpl
@@ -75,3 +85,73 @@ def bigledger_load_demo(session, users):
         for member in members:
             if users.get(member) is not None and users[member] not in team.members:
                 team.members.append(users[member])
+
+
+class ModuleSwitchedSchema(Schema):
+    module = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    by = fields.String(required=True)
+
+
+class _Address(fields.List):
+    def __init__(self, **kwargs):
+        super().__init__(fields.String(), **kwargs)
+
+
+class InboundMessageSchema(Schema):
+    id = fields.Integer(required=True)
+    message_id = fields.String(required=True)
+    in_reply_to = fields.String(allow_none=True)
+    references = fields.List(fields.String(), load_default=list)
+    sender = _Address(required=True)
+    to = fields.List(_Address(), load_default=list)
+    cc = fields.List(_Address(), load_default=list)
+    subject = fields.String(required=True)
+    date = fields.String(allow_none=True)
+    text = fields.String(load_default="")
+    html = fields.String(allow_none=True)
+    source = fields.String(required=True)
+    attachments = fields.List(fields.Dict(), load_default=list)
+
+
+@hookimpl
+def bigledger_event_types():
+    from .events import EventType
+
+    return [
+        EventType("bigledger_module_switched", ModuleSwitchedSchema,
+                  description={"zh": "管理员启用或停用了模块", "en": "An admin switched a module on or off"}),
+        EventType("bigledger_inbound_message", InboundMessageSchema,
+                  description={"zh": "收到一封邮件", "en": "An e-mail was received"}),
+    ]
+
+
+@hookimpl
+def bigledger_jobs():
+    jobs = [
+        {"id": "core.deliver_events", "func": "bigledger_core.jobs:deliver_events", "trigger": "interval",
+         "trigger_args": {"seconds": 2}, "misfire_grace_time": 30, "record_runs": False,
+         "label": {"zh": "投递事件", "en": "Deliver events"}},
+        {"id": "core.send_messages", "func": "bigledger_core.jobs:send_messages", "trigger": "interval",
+         "trigger_args": {"seconds": 5}, "misfire_grace_time": 30, "record_runs": False,
+         "label": {"zh": "发送消息", "en": "Send messages"}},
+        {"id": "core.purge", "func": "bigledger_core.jobs:purge", "trigger": "cron",
+         "trigger_args": {"hour": 3, "minute": 17}, "misfire_grace_time": 3600,
+         "label": {"zh": "清理过期记录", "en": "Purge old records"}},
+    ]
+    if current_app.config.get("BIGLEDGER_IMAP_HOST"):
+        jobs.append({"id": "core.poll_imap", "func": "bigledger_core.jobs:poll_imap", "trigger": "interval",
+                     "trigger_args": {"seconds": int(current_app.config["BIGLEDGER_IMAP_POLL_SECONDS"])},
+                     "misfire_grace_time": 300, "label": {"zh": "收取邮件", "en": "Fetch incoming mail"}})
+    return jobs
+
+
+@hookimpl
+def bigledger_send_message(channel, provider, message):
+    if channel != "email" or provider not in {"smtp", "file"}:
+        return None
+    from .mail.providers import send_file, send_smtp
+
+    if provider == "file":
+        return send_file(message, Path(current_app.config["INSTANCE_PATH"]) / "mail" / "outbox")
+    return send_smtp(message, current_app.config)

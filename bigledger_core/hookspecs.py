@@ -59,6 +59,32 @@ def bigledger_load_demo(session, users):
 
 
 @hookspec
+def bigledger_jobs():
+    """Called when the active scheduler starts and whenever modules are switched on or off. Return a list
+    of jobs: dicts (or `bigledger_core.scheduler.JobSpec`) with `id` (unique, e.g. "crm.nurture"),
+    `func` ("package.module:function", called with no arguments inside an app context), `trigger`
+    ("interval", "cron" or "date") and `trigger_args` (e.g. {"minutes": 5}), optionally `label`
+    ({"zh", "en"}), `misfire_grace_time` (seconds, default 60), `coalesce` (default True),
+    `max_instances` (default 1) and `record_runs` (default True: one row per run in the run log)."""
+
+
+@hookspec
+def bigledger_event_types():
+    """Called once, the first time an event is emitted. Return a list of
+    `bigledger_core.events.EventType(name, schema, version, description)` for the events this plugin
+    emits; `emit` refuses an undeclared name or a payload the marshmallow `schema` refuses."""
+
+
+@hookspec(firstresult=True)
+def bigledger_send_message(channel, provider, message):
+    """firstresult. Called by the scheduler for every queued message. `channel` is e.g. "email", `provider`
+    the configured provider name (BIGLEDGER_MAIL_PROVIDER for e-mail), `message` a
+    `bigledger_core.mail.outbound.OutgoingMessage`. Return the provider's message id when this plugin
+    sent it, or None to let another plugin answer. Raise `TemporaryFailure` to retry later,
+    `PermanentFailure` to give up."""
+
+
+@hookspec
 def bigledger_health():
     """Called by `/health`. Return a dict of extra, secret-free checks ({"name": "ok" or a short
     error}); any value other than "ok" marks the instance degraded."""
@@ -70,3 +96,11 @@ def bigledger_health():
 def bigledger_module_switched(event):
     """Event, after an admin switched a module on or off. `event.payload` holds `module`, `enabled`
     and `by` (user name or "cli"). Returns nothing."""
+
+
+@hookspec
+def bigledger_inbound_message(event):
+    """Event, once per received e-mail (IMAP polling or `bigledger mail ingest`). `event.payload` holds
+    `id` (the stored message), `message_id`, `in_reply_to`, `references`, `sender` ([name, address]),
+    `to` and `cc` (lists of [name, address]), `subject`, `date`, `text`, `html`, `source` and
+    `attachments` (list of {`id`, `filename`, `content_type`, `size`}). Returns nothing."""

@@ -45,7 +45,8 @@ def _drop_pg(name: str) -> None:
 def build_app(url: str, instance: Path, **overrides):
     config = {"BIGLEDGER_ENV": "development", "INSTANCE_PATH": str(instance), "SQLALCHEMY_DATABASE_URI": url,
               "BIGLEDGER_EXTRA_PLUGINS": [SAMPLE_PLUGIN], "WTF_CSRF_ENABLED": True, "TESTING": True,
-              "BIGLEDGER_MODULES": None, "BIGLEDGER_STRICT_PLUGINS": True}
+              "BIGLEDGER_MODULES": None, "BIGLEDGER_STRICT_PLUGINS": True,
+              "BIGLEDGER_EVENT_FIRST_ATTEMPT": "inline"}
     config.update(overrides)
     return create_app(config)
 

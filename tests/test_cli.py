@@ -90,7 +90,7 @@ def test_downgrade_a_module_branch(instance):
     bigledger("db", "upgrade", env=instance)
     bigledger("db", "downgrade", "sample@base", env=instance)
     current = bigledger("db", "current", env=instance).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0001"], ["sample", "-"]]
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["sample", "-"]]
 
 
 def test_errors_are_one_clear_line_with_a_nonzero_exit(tmp_path):
@@ -106,8 +106,9 @@ def test_errors_are_one_clear_line_with_a_nonzero_exit(tmp_path):
     production = bigledger("modules", "list", env={"BIGLEDGER_ENV": "production",
                                                    "BIGLEDGER_INSTANCE_PATH": str(tmp_path)}, ok=False)
     assert production.returncode == 1 and "BIGLEDGER_SECRET_KEY is not set" in production.stderr
-    scheduler = bigledger("scheduler", env={"BIGLEDGER_INSTANCE_PATH": str(tmp_path)}, ok=False)
-    assert scheduler.returncode != 0 and "not available in this version yet" in scheduler.stderr
+    scheduler = bigledger("scheduler", env={"BIGLEDGER_INSTANCE_PATH": str(tmp_path / "new")}, ok=False)
+    assert scheduler.returncode == 1 and scheduler.stderr.strip() == \
+        "Error: the database is not initialised: run `bigledger db upgrade` first"
     not_ready = bigledger("run", "--port", "8123", env={"BIGLEDGER_INSTANCE_PATH": str(tmp_path / "new")}, ok=False)
     assert not_ready.returncode == 1 and "run `bigledger db upgrade` first" in not_ready.stderr
 

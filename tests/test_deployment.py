@@ -27,7 +27,7 @@ def _health(port):
 def test_gunicorn_workers_share_module_state(database_url, tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGLEDGER_")}
-    env.update({"BIGLEDGER_ENV": "production", "BIGLEDGER_SECRET_KEY": "k" * 48,
+    env.update({"BIGLEDGER_ENV": "production", "BIGLEDGER_SECRET_KEY": "k" * 48, "BIGLEDGER_MAIL_PROVIDER": "smtp",
                 "BIGLEDGER_DATABASE_URL": database_url, "BIGLEDGER_INSTANCE_PATH": str(tmp_path),
                 "BIGLEDGER_EXTRA_PLUGINS": "tests.sample_plugin.plugin", "PYTHONPATH": str(ROOT)})
     server = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",

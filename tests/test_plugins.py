@@ -141,5 +141,9 @@ def test_production_refuses_the_default_secret_key(monkeypatch, tmp_path):
     monkeypatch.delenv("BIGLEDGER_SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="BIGLEDGER_SECRET_KEY is not set"):
         create_app({"BIGLEDGER_ENV": "production", "INSTANCE_PATH": str(tmp_path)})
-    app = create_app({"BIGLEDGER_ENV": "production", "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x" * 40})
-    assert app.config["SECRET_KEY"] == "x" * 40
+    monkeypatch.delenv("BIGLEDGER_MAIL_PROVIDER", raising=False)
+    with pytest.raises(ConfigError, match="BIGLEDGER_MAIL_PROVIDER is not set"):
+        create_app({"BIGLEDGER_ENV": "production", "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x" * 40})
+    app = create_app({"BIGLEDGER_ENV": "production", "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x" * 40,
+                      "BIGLEDGER_MAIL_PROVIDER": "file"})
+    assert app.config["SECRET_KEY"] == "x" * 40 and app.config["BIGLEDGER_MAIL_PROVIDER"] == "file"

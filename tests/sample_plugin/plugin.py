@@ -101,3 +101,32 @@ def bigledger_health():
 @hookimpl
 def bigledger_module_switched(event):
     RECEIVED.append(event)
+
+
+# How the sample subscribers behave, set by tests: "ok", "raise" or "hang".
+BEHAVIOUR = {"bigledger_inbound_message": "ok"}
+INBOUND = []  # inbound-message events delivered to this plugin
+
+
+@hookimpl
+def bigledger_inbound_message(event):
+    mode = BEHAVIOUR["bigledger_inbound_message"]
+    if mode == "raise":
+        raise RuntimeError("sample subscriber refused the message")
+    if mode == "hang":
+        import time
+
+        time.sleep(30)
+    INBOUND.append(event)
+
+
+@hookimpl
+def bigledger_jobs():
+    """A one-second job, only when SAMPLE_TICK_SECONDS is set (the scheduler fail-over test)."""
+    import os
+
+    if not os.environ.get("SAMPLE_TICK_SECONDS"):
+        return []
+    return [{"id": "sample.tick", "func": "tests.sample_plugin.jobs:tick", "trigger": "interval",
+             "trigger_args": {"seconds": 1}, "misfire_grace_time": 30, "coalesce": True,
+             "label": {"zh": "样例节拍", "en": "Sample tick"}}]

@@ -1,0 +1,1 @@
+"""Mail: outgoing messages through delivery providers, incoming messages parsed into one hook."""
