@@ -31,7 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -234,8 +234,13 @@ class SchedulerService:
 
     # -- the loop
     def run_forever(self) -> None:
+        """Compete for the lock, run jobs while holding it, until `stop()` (or SIGTERM in the CLI)."""
         global _service
         _service = self
+        with self.app.app_context():
+            self._loop()
+
+    def _loop(self) -> None:
         log.info("scheduler %s started (standby)", self.node)
         last_beat = 0.0
         try:
@@ -273,6 +278,9 @@ class SchedulerService:
                 error="the scheduler running it stopped before it finished")).rowcount
             session.execute(update(ScheduledJob).where(ScheduledJob.last_outcome == "running").values(
                 last_outcome="interrupted"))
+            # whoever was active before is gone: it no longer holds the lock
+            session.execute(delete(SchedulerNode).where(SchedulerNode.role == "active",
+                                                        SchedulerNode.node != self.node))
             session.commit()
         if interrupted:
             log.warning("marked %d run(s) of the previous scheduler as interrupted", interrupted)

@@ -122,11 +122,15 @@ def bigledger_inbound_message(event):
 
 @hookimpl
 def bigledger_jobs():
-    """A one-second job, only when SAMPLE_TICK_SECONDS is set (the scheduler fail-over test)."""
+    """Jobs for the scheduler tests: a one-second tick (SAMPLE_TICK_SECONDS) and a failing job."""
     import os
 
-    if not os.environ.get("SAMPLE_TICK_SECONDS"):
-        return []
-    return [{"id": "sample.tick", "func": "tests.sample_plugin.jobs:tick", "trigger": "interval",
-             "trigger_args": {"seconds": 1}, "misfire_grace_time": 30, "coalesce": True,
-             "label": {"zh": "样例节拍", "en": "Sample tick"}}]
+    jobs = []
+    if os.environ.get("SAMPLE_TICK_SECONDS"):
+        jobs.append({"id": "sample.tick", "func": "tests.sample_plugin.jobs:tick", "trigger": "interval",
+                     "trigger_args": {"seconds": 1}, "misfire_grace_time": 30, "coalesce": True,
+                     "label": {"zh": "样例节拍", "en": "Sample tick"}})
+    if os.environ.get("SAMPLE_FAIL_JOB"):
+        jobs.append({"id": "sample.fail", "func": "tests.sample_plugin.jobs:fail", "trigger": "interval",
+                     "trigger_args": {"seconds": 1}})
+    return jobs
