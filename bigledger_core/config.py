@@ -77,7 +77,8 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_MAIL_PROVIDER", None,
             "`smtp`, `file` (writes `.eml` files under `instance/mail/outbox`) or a provider from a plugin. "
             "Development defaults to `file`; production refuses to start until it is set."),
-    Setting("BIGLEDGER_MAIL_FROM", "BigLedger CRM <crm@localhost>", "Sender of outgoing e-mail."),
+    Setting("BIGLEDGER_MAIL_FROM", "BigLedger CRM <noreply@example.com>",
+            "Sender of outgoing e-mail (set it to an address of your domain)."),
     Setting("BIGLEDGER_SMTP_HOST", "localhost", "SMTP server."),
     Setting("BIGLEDGER_SMTP_PORT", 25, "SMTP port (587 for STARTTLS, 465 for TLS).", int),
     Setting("BIGLEDGER_SMTP_SECURITY", "none", "`none`, `starttls` or `tls`.",

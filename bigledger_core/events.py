@@ -29,7 +29,9 @@ from .errors import BigLedgerError
 from .models import EventDelivery, OutboxEvent
 
 log = logging.getLogger(__name__)
-_PENDING = "bigledger_pending_events"
+_PENDING = "bigledger_pending_events"  # ids to deliver after commit
+_ROWS = "bigledger_outbox_rows"  # outbox and delivery rows to write before commit
+_ENABLED = "bigledger_enabled_modules"  # the enabled modules, read once per transaction
 STATUSES = ("pending", "failed", "dead", "delivered")
 _RETRYABLE = ("pending", "failed")
 _MAX_DELAY = dt.timedelta(hours=6)
@@ -86,7 +88,8 @@ def _messages(errors: Any, prefix: str = "") -> list[str]:
 
 
 def emit(session: Session, name: str, payload: dict[str, Any]) -> Event:
-    """Write event `name` to the outbox in `session`'s transaction; it is delivered once that commits.
+    """Add event `name` to `session`'s transaction; it is written to the outbox when the transaction
+    commits (nothing if it rolls back) and delivered after that.
 
     Raises EventError (and writes nothing) for an undeclared event or a payload its schema refuses.
     """
@@ -103,15 +106,28 @@ def emit(session: Session, name: str, payload: dict[str, Any]) -> Event:
         raise EventError(f"event {name!r} refused, its payload is invalid: "
                          + "; ".join(_messages(exc.messages))) from None
     event = Event(name=name, payload=data, version=etype.version)
-    session.execute(insert(OutboxEvent), [{"id": event.id, "name": name, "version": etype.version,
-                                           "payload": data, "occurred_at": event.occurred_at}])
-    subscribers = [impl.plugin_name for impl in host.hookimpls(name, enabled_modules(host, session))]
+    if _ENABLED not in session.info:  # read once per transaction
+        session.info[_ENABLED] = enabled_modules(host, session)
+    subscribers = [impl.plugin_name for impl in host.hookimpls(name, session.info[_ENABLED])]
+    rows = session.info.setdefault(_ROWS, ([], []))
+    rows[0].append({"id": event.id, "name": name, "version": etype.version, "payload": data,
+                    "occurred_at": event.occurred_at})
+    rows[1].extend({"event_id": event.id, "subscriber": plugin, "status": "pending", "attempts": 0,
+                    "next_attempt_at": event.occurred_at} for plugin in subscribers)
     if subscribers:
-        session.execute(insert(EventDelivery), [
-            {"event_id": event.id, "subscriber": plugin, "status": "pending", "attempts": 0,
-             "next_attempt_at": event.occurred_at} for plugin in subscribers])
         session.info.setdefault(_PENDING, []).append(event.id)
     return event
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    """Write the transaction's events in two multi-row INSERTs, just before it commits."""
+    session.info.pop(_ENABLED, None)
+    events, deliveries = session.info.pop(_ROWS, ([], []))
+    if events:
+        session.execute(insert(OutboxEvent), events)
+    if deliveries:
+        session.execute(insert(EventDelivery), deliveries)
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -129,7 +145,8 @@ def _after_commit(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+    for key in (_PENDING, _ROWS, _ENABLED):
+        session.info.pop(key, None)
 
 
 def _deliver_quietly(app, ids: list[str]) -> None:

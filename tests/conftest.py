@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from bigledger_core.app import create_app
 from bigledger_core.db import db
 
+pytest_plugins = ["tests.smtp_server", "tests.imap_server"]
+
 SAMPLE_PLUGIN = "tests.sample_plugin.plugin"
 PG_URL = os.environ.get("BIGLEDGER_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])

@@ -42,3 +42,16 @@ def test_every_command_is_in_the_readme():
                 yield from walk(command, f"{prefix} {name}")
 
     assert [c for c in walk(cli, "bigledger") if c not in README] == []
+
+
+def test_every_event_is_in_the_catalogue_with_its_payload_fields(app):
+    from bigledger_core.events import event_types
+
+    catalogue = PLUGINS_DOC.split("### Event catalogue", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", catalogue, flags=re.M)}
+    with app.app_context():
+        types = event_types(app.extensions["bigledger"])
+    assert sorted(types) == sorted(rows)
+    for name, etype in types.items():
+        missing = [f for f in etype.schema().fields if f"`{f}`" not in rows[name]]
+        assert missing == [], f"{name}: fields missing from the catalogue"

@@ -94,7 +94,7 @@ def test_pause_resume_and_run_now_from_the_jobs_screen(service, client):
     client.post("/system/jobs/sample.tick/resume", data={"csrf_token": token})
     wait_for(lambda: len(runs(app)) >= count + 3, 10)
     refused = client.post("/system/jobs/sample.nope/run", data={"csrf_token": token}, follow_redirects=True)
-    assert "Unknown job or command" in refused.get_data(as_text=True)
+    assert "未知的任务或命令：sample.nope run" in refused.get_data(as_text=True)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import imaplib
 import re
 import ssl
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 SECURITY_MODES = ("ssl", "starttls", "none")
@@ -94,10 +94,8 @@ def _session(settings: ImapSettings) -> Iterator[imaplib.IMAP4]:
     except (OSError, imaplib.IMAP4.error) as exc:
         raise MailboxError(f"IMAP error on {where} (mailbox {settings.mailbox!r}): {_text(exc)}") from exc
     finally:
-        try:
+        with suppress(OSError, imaplib.IMAP4.error):
             conn.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
 
 
 def _connect(settings: ImapSettings) -> imaplib.IMAP4:
@@ -203,6 +201,8 @@ def _quote_mailbox(name: str) -> str:
 
 def _text(value: object) -> str:
     """A one-line description of a server response or exception."""
+    if isinstance(value, BaseException) and value.args:
+        value = value.args[0] if len(value.args) == 1 else str(value)
     if isinstance(value, list):
         value = b" ".join(v if isinstance(v, bytes) else str(v).encode() for v in value if v is not None)
     if isinstance(value, bytes):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import errors as email_errors
 from email.header import decode_header
-from email.message import EmailMessage, Message
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
@@ -113,10 +113,7 @@ def parse_message(raw: bytes) -> InboundMessage:
     text_part = _body_part(msg, "plain")
     html_part = _body_part(msg, "html")
     html = _part_text(html_part) if html_part is not None else None
-    if text_part is not None:
-        text = _part_text(text_part)
-    else:
-        text = html_to_text(html) if html else ""
+    text = _part_text(text_part) if text_part is not None else html_to_text(html) if html else ""
     ids = _message_ids(_header(msg, "message-id"))
     reply_ids = _message_ids(_header(msg, "in-reply-to"))
     senders = _addresses(msg, "from") or _addresses(msg, "sender")
@@ -227,7 +224,7 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     if codec:
         try:
             return data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
+        except (ValueError, LookupError):  # undecodable bytes, or a label that is no codec name
             pass
     for fallback in ("utf-8", "gb18030"):
         try:
@@ -237,7 +234,7 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     try:
         if codec and codecs.lookup(codec):
             return data.decode(codec, errors="replace")
-    except LookupError:
+    except (ValueError, LookupError):
         pass
     return data.decode("utf-8", errors="replace")
 
@@ -270,7 +267,7 @@ def _reencode_words(value: str) -> str:
 
     for word in _ENCODED_WORD.finditer(value):
         between = value[position:word.start()]
-        if run and (between.strip(" \t") or word.group(1).lower() != run[0].group(1).lower()):
+        if run and (between.strip() or word.group(1).lower() != run[0].group(1).lower()):
             flush()
         if not run:
             pieces.append(between)
@@ -337,8 +334,10 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
         headers = []
     for header in headers:
         try:
-            pairs = [(a.display_name, a.addr_spec) for a in header.addresses]
+            pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", None) or ()]
         except _HEADER_ERRORS:
+            pairs = []
+        if not pairs:
             pairs = getaddresses([str(header)])
         for display_name, address in pairs:
             address = _clean(address).strip().strip("<>").lower()
@@ -363,7 +362,7 @@ def _date(msg: Message) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def _body_part(msg: EmailMessage, subtype: str) -> EmailMessage | None:
+def _body_part(msg: EmailMessage, subtype: str) -> MIMEPart | None:
     """The message's text/<subtype> body part, following multipart/alternative and related."""
     try:
         part = msg.get_body(preferencelist=(subtype,))
@@ -382,7 +381,7 @@ def _part_text(part: Message) -> str:
     return _decode_bytes(data, part.get_content_charset()).replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _leaves(part: EmailMessage) -> Iterator[EmailMessage]:
+def _leaves(part: MIMEPart) -> Iterator[MIMEPart]:
     """Every non-multipart part in document order; an attached message counts as one part."""
     if part.get_content_maintype() == "multipart" and part.is_multipart():
         for child in part.iter_parts():
@@ -422,7 +421,7 @@ def _filename(part: Message) -> str:
     return "".join(ch for ch in name if ch.isprintable()).strip()
 
 
-def _part_bytes(part: EmailMessage) -> bytes:
+def _part_bytes(part: MIMEPart) -> bytes:
     """The decoded content of a part; an attached message as its raw bytes."""
     if part.is_multipart():
         payload = part.get_payload()
@@ -430,7 +429,7 @@ def _part_bytes(part: EmailMessage) -> bytes:
         if isinstance(inner, Message):
             try:
                 return inner.as_bytes()
-            except _HEADER_ERRORS + (UnicodeError,):
+            except (*_HEADER_ERRORS, UnicodeError):
                 return b""
         return b""
     data = part.get_payload(decode=True)

@@ -28,9 +28,10 @@ def build_mime(message: OutgoingMessage) -> EmailMessage:
     mime["Message-ID"] = f"<{message.message_id}>"
     for name, value in message.headers.items():
         mime[name] = value
-    mime.set_content(message.text or "", subtype="plain", charset="utf-8")
+    # base64 keeps the message 7-bit clean for servers without 8BITMIME
+    mime.set_content(message.text or "", subtype="plain", charset="utf-8", cte="base64")
     if message.html:
-        mime.add_alternative(message.html, subtype="html", charset="utf-8")
+        mime.add_alternative(message.html, subtype="html", charset="utf-8", cte="base64")
     return mime
 
 
