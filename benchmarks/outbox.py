@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bigledger_core import hookimpl
@@ -76,7 +75,7 @@ def _deliver(app) -> float:
 
 
 def _bare_rows(events: int):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     payload = json.dumps({"module": "m", "enabled": True, "by": "bench"})
     for n in range(events):
         yield str(uuid.uuid4()), payload, now
@@ -172,7 +171,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "outbox.json"
     out.write_text(json.dumps({"benchmark": "outbox", "machine": platform.platform(), "python": platform.python_version(),
-                               "at": dt.datetime.now(dt.timezone.utc).isoformat(), "results": results}, indent=2))
+                               "at": dt.datetime.now(dt.UTC).isoformat(), "results": results}, indent=2))
     print(f"written {out}")
 
 

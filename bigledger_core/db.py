@@ -10,4 +10,4 @@ db = SQLA()
 
 def utcnow() -> dt.datetime:
     """Timezone-aware now in UTC: every timestamp is stored in UTC."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

@@ -14,9 +14,10 @@ import logging
 import threading
 import traceback
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError
@@ -158,7 +159,7 @@ def _deliver_quietly(app, ids: list[str]) -> None:
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
     return value
 
 

@@ -18,12 +18,18 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -43,7 +49,7 @@ from .models import JobRun, ScheduledJob, SchedulerNode
 log = logging.getLogger(__name__)
 JOBSTORE_TABLE = "bl_scheduler_jobs"
 _TRIGGERS = {"interval": IntervalTrigger, "cron": CronTrigger, "date": DateTrigger}
-_service: "SchedulerService | None" = None  # the service of this process, for `call_job`
+_service: SchedulerService | None = None  # the service of this process, for `call_job`
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class JobSpec:
 
     def make_trigger(self):
         args = dict(self.trigger_args)
-        args.setdefault("timezone", dt.timezone.utc)
+        args.setdefault("timezone", dt.UTC)
         return _TRIGGERS[self.trigger](**args)
 
     def resolve(self) -> Callable[[], Any]:
@@ -186,7 +192,7 @@ def leader_lock(app):
 class RecordingExecutor(ThreadPoolExecutor):
     """APScheduler's thread pool, running each scheduled time through `SchedulerService.run_job`."""
 
-    def __init__(self, service: "SchedulerService", max_workers: int = 10):
+    def __init__(self, service: SchedulerService, max_workers: int = 10):
         super().__init__(max_workers)
         self.service = service
 
@@ -289,7 +295,7 @@ class SchedulerService:
         scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBSTORE_TABLE),
                        "manual": MemoryJobStore()},
-            executors={"default": RecordingExecutor(self)}, timezone=dt.timezone.utc)
+            executors={"default": RecordingExecutor(self)}, timezone=dt.UTC)
         scheduler.start(paused=True)
         self.scheduler = scheduler
         self._sync_jobs()
@@ -364,7 +370,7 @@ class SchedulerService:
                     session.execute(update(ScheduledJob).where(ScheduledJob.id == job_id)
                                     .values(run_requested_at=None))
                     session.commit()
-                    when = requested if requested.tzinfo else requested.replace(tzinfo=dt.timezone.utc)
+                    when = requested if requested.tzinfo else requested.replace(tzinfo=dt.UTC)
                     self.scheduler.add_job(call_job, DateTrigger(when), args=[job_id], jobstore="manual",
                                            id=f"{job_id}@manual@{when.timestamp()}", misfire_grace_time=None)
 
@@ -490,7 +496,7 @@ def job_statuses(app, session: Session, locale: str = "en") -> list[JobStatus]:
             id=spec.id, module=spec.module,
             label=spec.label.get(locale) or spec.label.get("en") or spec.id, trigger=describe_trigger(spec),
             paused=bool(row and row.paused),
-            next_run_at=dt.datetime.fromtimestamp(stamp, dt.timezone.utc) if stamp and not (row and row.paused)
+            next_run_at=dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp and not (row and row.paused)
             else None,
             last_run_at=_aware(row.last_run_at) if row else None, last_outcome=row.last_outcome if row else None,
             last_error=row.last_error if row else None, last_duration_ms=row.last_duration_ms if row else None,
@@ -500,7 +506,7 @@ def job_statuses(app, session: Session, locale: str = "en") -> list[JobStatus]:
 
 def _aware(value):
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
     return value
 
 

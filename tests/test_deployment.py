@@ -1,4 +1,5 @@
 """Production shape: gunicorn with several workers on the test database, module state shared by all."""
+import json
 import os
 import socket
 import subprocess
@@ -6,8 +7,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-
-import json
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -19,7 +19,7 @@ def _hookspecs():
 
 
 def test_every_hookspec_has_a_section_with_an_example_in_the_plugin_guide():
-    sections = dict(re.findall(r"^### `(\w+)[^`]*`\n(.*?)(?=^### |\Z)", PLUGINS_DOC, flags=re.M | re.S))
+    sections = dict(re.findall(r"^### `(\w+)[^`]*`\n(.*?)(?=^### |\Z)", PLUGINS_DOC, flags=re.MULTILINE | re.DOTALL))
     missing = [name for name in _hookspecs() if name not in sections]
     assert missing == []
     without_example = [name for name in _hookspecs() if "```python" not in sections[name]]
@@ -48,7 +48,7 @@ def test_every_event_is_in_the_catalogue_with_its_payload_fields(app):
     from bigledger_core.events import event_types
 
     catalogue = PLUGINS_DOC.split("### Event catalogue", 1)[1].split("\n## ", 1)[0]
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", catalogue, flags=re.M)}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", catalogue, flags=re.MULTILINE)}
     with app.app_context():
         types = event_types(app.extensions["bigledger"])
     assert sorted(types) == sorted(rows)

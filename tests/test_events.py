@@ -42,7 +42,7 @@ def two_subscribers(make_app):
 
 
 def _aware(value):
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def make_due(app) -> None:

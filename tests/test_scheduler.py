@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import db
 from bigledger_core.errors import PluginError
-from bigledger_core.models import JobRun, ScheduledJob, SchedulerNode
+from bigledger_core.models import JobRun, ScheduledJob
 from bigledger_core.scheduler import SchedulerService, job_specs, job_statuses
 from tests.conftest import SAMPLE_PLUGIN, add_user, csrf_token, login
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import click
 from flask import Blueprint, jsonify
-from flask_login import login_required
 from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_login import login_required
 from sqlalchemy import select
 
 from bigledger_core import hookimpl

@@ -3,8 +3,8 @@
 Revision ID: core_0001
 Revises:
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "core_0001"
 down_revision = None

@@ -4,8 +4,8 @@ inbound mail.
 Revision ID: core_0002
 Revises: core_0001
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "core_0002"
 down_revision = "core_0001"

@@ -3,8 +3,8 @@
 Revision ID: sample_0001
 Revises:
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "sample_0001"
 down_revision = None
