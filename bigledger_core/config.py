@@ -87,6 +87,9 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_SMTP_USERNAME", None, "SMTP user name (no authentication when unset)."),
     Setting("BIGLEDGER_SMTP_PASSWORD", None, "SMTP password."),
     Setting("BIGLEDGER_SMTP_TIMEOUT", 30.0, "Seconds to wait for the SMTP server.", float),
+    Setting("BIGLEDGER_SMTP_CA_FILE", None,
+            "PEM file of the certificate authorities to trust for SMTP TLS (e.g. an internal CA); "
+            "default: the system's."),
     Setting("BIGLEDGER_MAIL_RATE_PER_MINUTE", 60, "Messages a provider may send per minute.", int),
     Setting("BIGLEDGER_MAIL_MAX_ATTEMPTS", 8, "Send attempts before a message is marked failed.", int),
     # -- incoming mail

@@ -264,7 +264,7 @@ class SchedulerService:
                     last_beat = time.monotonic()
                 self._stop.wait(self.poll)
         finally:
-            self._step_down()
+            self._step_down(wait=True)  # let running jobs finish before the lock goes
             self.lock.release()
             self._forget_node()
             log.info("scheduler %s stopped", self.node)
@@ -303,10 +303,10 @@ class SchedulerService:
         self.active.set()
         self._heartbeat()
 
-    def _step_down(self) -> None:
+    def _step_down(self, wait: bool = False) -> None:
         if self.scheduler is not None:
             try:
-                self.scheduler.shutdown(wait=False)
+                self.scheduler.shutdown(wait=wait)
             except Exception:  # already stopped
                 log.debug("scheduler shutdown", exc_info=True)
         self.scheduler = None
@@ -437,6 +437,9 @@ class SchedulerService:
                                               heartbeat_at=utcnow()))
                 else:
                     row.role, row.heartbeat_at = role, utcnow()
+                if role == "active":  # processes that stopped beating long ago are gone
+                    session.execute(delete(SchedulerNode).where(
+                        SchedulerNode.heartbeat_at < utcnow() - dt.timedelta(seconds=max(60.0, 20 * self.poll))))
                 session.commit()
         except Exception:  # the database may be briefly away; the next beat tries again
             log.warning("scheduler heartbeat failed", exc_info=True)

@@ -4,10 +4,14 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -36,14 +40,53 @@ class Recorder:
         return [email.message_from_bytes(raw, policy=email.policy.default) for _f, _t, raw in self.received]
 
 
+class Accounts:
+    """SMTP AUTH against one user name and password."""
+
+    def __init__(self, username: str, password: str):
+        self.username, self.password = username.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == \
+            (self.username, self.password)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made with the openssl command; returns (cert, key)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return cert, key
+
+
 class SmtpServer:
-    def __init__(self):
+    """`security`: "none", "starttls" (required before AUTH and mail) or "tls" (implicit TLS)."""
+
+    def __init__(self, security: str = "none", folder: Path | None = None, auth: tuple[str, str] | None = None):
         self.port = free_port()
         self.recorder = Recorder()
         self.controller: Controller | None = None
+        self.security, self.auth = security, auth
+        self.cert = None
+        if security != "none":
+            self.cert, key = self_signed(folder)
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(self.cert, key)
 
     def start(self) -> SmtpServer:
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+        options: dict = {}
+        if self.security == "starttls":
+            options.update(tls_context=self.tls, require_starttls=True)
+        elif self.security == "tls":
+            options.update(ssl_context=self.tls)
+        if self.auth:
+            # aiosmtpd does not count implicit TLS as TLS for AUTH; STARTTLS must come first
+            options.update(authenticator=Accounts(*self.auth), auth_required=True, auth_exclude_mechanism=["LOGIN"],
+                           auth_require_tls=self.security == "starttls")
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
+                                     server_hostname="127.0.0.1", **options)
         self.controller.start()
         return self
 
@@ -53,8 +96,12 @@ class SmtpServer:
         self.controller = None
 
     def config(self) -> dict:
-        return {"BIGLEDGER_MAIL_PROVIDER": "smtp", "BIGLEDGER_SMTP_HOST": "127.0.0.1",
-                "BIGLEDGER_SMTP_PORT": self.port, "BIGLEDGER_SMTP_SECURITY": "none", "BIGLEDGER_SMTP_TIMEOUT": 5}
+        config = {"BIGLEDGER_MAIL_PROVIDER": "smtp", "BIGLEDGER_SMTP_HOST": "127.0.0.1",
+                  "BIGLEDGER_SMTP_PORT": self.port, "BIGLEDGER_SMTP_SECURITY": self.security,
+                  "BIGLEDGER_SMTP_TIMEOUT": 5, "BIGLEDGER_SMTP_CA_FILE": str(self.cert) if self.cert else None}
+        if self.auth:
+            config.update(BIGLEDGER_SMTP_USERNAME=self.auth[0], BIGLEDGER_SMTP_PASSWORD=self.auth[1])
+        return config
 
 
 @pytest.fixture
@@ -63,3 +110,20 @@ def smtp_server():
     server = SmtpServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def smtp_server_factory(tmp_path):
+    """Make SMTP servers with TLS and AUTH: `smtp_server_factory("starttls", auth=("crm", "pw"))`."""
+    servers = []
+
+    def make(security: str = "none", auth: tuple[str, str] | None = None) -> SmtpServer:
+        folder = tmp_path / f"smtp{len(servers)}"
+        folder.mkdir()
+        server = SmtpServer(security, folder, auth)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()

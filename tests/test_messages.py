@@ -63,6 +63,32 @@ def test_an_email_arrives_with_both_parts_chinese_headers_and_unsubscribe(make_a
     assert sent.provider_message_id == sent.message_id and sent.sent_at is not None
 
 
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_mail_goes_out_over_tls_with_a_login(make_app, smtp_server_factory, security):
+    server = smtp_server_factory(security, auth=("crm@example.com", "s3cret-pass"))
+    app = make_app(**server.config())
+    message_id = queue(app)
+    assert send_due(app) == {"sent": 1, "retry": 0, "failed": 0}
+    assert [m["Subject"] for m in server.recorder.messages()] == ["您的报价单 · Your quotation"]
+    assert row(app, message_id).status == "sent"
+
+
+def test_a_wrong_smtp_password_fails_the_message_with_the_servers_answer(make_app, smtp_server_factory):
+    server = smtp_server_factory("starttls", auth=("crm@example.com", "right"))
+    app = make_app(**{**server.config(), "BIGLEDGER_SMTP_PASSWORD": "wrong"})
+    message_id = queue(app)
+    assert send_due(app)["failed"] == 1
+    assert "535" in row(app, message_id).last_error and server.recorder.received == []
+
+
+def test_an_untrusted_certificate_keeps_mail_queued(make_app, smtp_server_factory):
+    server = smtp_server_factory("starttls")
+    app = make_app(**{**server.config(), "BIGLEDGER_SMTP_CA_FILE": None})
+    message_id = queue(app)
+    assert send_due(app)["retry"] == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in row(app, message_id).last_error and server.recorder.received == []
+
+
 def test_mail_stays_queued_while_smtp_is_down_and_goes_out_once_when_it_is_back(make_app, smtp_server):
     app = make_app(**smtp_server.config())
     smtp_server.stop()

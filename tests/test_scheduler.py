@@ -102,6 +102,36 @@ def failing_job(monkeypatch):
     monkeypatch.setenv("SAMPLE_FAIL_JOB", "1")
 
 
+def test_schedules_and_pauses_survive_a_restart(make_app, ticking):
+    from bigledger_core.scheduler import request_job
+
+    app = make_app(BIGLEDGER_SCHEDULER_POLL_SECONDS=0.2)
+
+    def run_once():
+        svc = SchedulerService(app, node="restart-node")
+        thread = threading.Thread(target=svc.run_forever, daemon=True)
+        thread.start()
+        assert svc.active.wait(10)
+        time.sleep(0.5)
+        stored = {job.id: job.next_run_time for job in svc.scheduler.get_jobs()}
+        svc.stop()
+        thread.join(10)
+        return stored
+
+    with app.app_context():
+        request_job(db.session, "core.purge", paused=True)
+        db.session.commit()
+    first = run_once()
+    assert first["core.purge"] is None and first["sample.tick"] is not None  # paused, as asked
+    with app.app_context():
+        stored = dict(db.session.execute(text("SELECT id, next_run_time FROM bl_scheduler_jobs")).all())
+    assert {"core.deliver_events", "core.purge", "sample.tick"} <= set(stored)
+    assert stored["core.purge"] is None
+    second = run_once()
+    assert second["core.purge"] is None, "the pause was lost across the restart"
+    assert set(second) == set(first)
+
+
 def test_a_failing_job_shows_its_error_and_the_next_run_proceeds(failing_job, service):
     app = service.app
     wait_for(lambda: len([r for r in runs(app, "sample.fail") if r.status == "failed"]) >= 2, 15)

@@ -53,13 +53,14 @@ def send_smtp(message: OutgoingMessage, config: dict) -> str:
     security, timeout = config["BIGLEDGER_SMTP_SECURITY"], float(config["BIGLEDGER_SMTP_TIMEOUT"])
     mime = build_mime(message)
     try:
+        context = ssl.create_default_context(cafile=config.get("BIGLEDGER_SMTP_CA_FILE") or None)
         if security == "tls":
-            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
         else:
             client = smtplib.SMTP(host, port, timeout=timeout)
         with client:
             if security == "starttls":
-                client.starttls(context=ssl.create_default_context())
+                client.starttls(context=context)
             if config.get("BIGLEDGER_SMTP_USERNAME"):
                 client.login(config["BIGLEDGER_SMTP_USERNAME"], config.get("BIGLEDGER_SMTP_PASSWORD") or "")
             client.send_message(mime, from_addr=message.from_address, to_addrs=[message.to_address])
