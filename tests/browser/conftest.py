@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
+from tests.conftest import PASSWORD
+
 CHROMIUM = "/usr/bin/chromium"
 
 if not os.path.exists(CHROMIUM):
@@ -50,3 +52,12 @@ def page(live_server):
         yield page
         browser.close()
     assert outside == [], f"the page loaded assets from the internet: {outside}"
+
+
+def log_in(page, base: str, username: str = "admin") -> None:
+    """Log in through the real login form and wait for the home page."""
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(f"{base}/")

@@ -1,18 +1,11 @@
 """An admin switches a module off and on in the browser, in English and in Chinese."""
-from tests.conftest import PASSWORD, add_user
-
-
-def _login(page, base):
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(f"{base}/")
+from tests.browser.conftest import log_in
+from tests.conftest import add_user
 
 
 def test_admin_switches_a_module_off_and_on(app, live_server, page):
     add_user(app, "admin", "Admin")
-    _login(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server}/modules/")
     row = page.locator("tr[data-module=pos_bridge]")
     assert "Enabled" in row.inner_text()
@@ -35,7 +28,7 @@ def test_admin_switches_a_module_off_and_on(app, live_server, page):
 
 def test_the_language_menu_switches_to_chinese(app, live_server, page):
     add_user(app, "admin", "Admin")
-    _login(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server}/lang/zh")
     page.goto(f"{live_server}/modules/")
     assert page.locator("h2").inner_text() == "模块"

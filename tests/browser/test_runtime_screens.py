@@ -7,16 +7,9 @@ import pytest
 from bigledger_core.db import db
 from bigledger_core.events import emit
 from bigledger_core.scheduler import SchedulerService
-from tests.conftest import PASSWORD, add_user
+from tests.browser.conftest import log_in
+from tests.conftest import add_user
 from tests.sample_plugin import plugin as sample
-
-
-def _login(page, base):
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(f"{base}/")
 
 
 @pytest.fixture
@@ -33,7 +26,7 @@ def scheduler(app):
 
 def test_admin_pauses_resumes_and_runs_a_job(app, scheduler, live_server, page):
     add_user(app, "admin", "Admin")
-    _login(page, live_server)
+    log_in(page, live_server)
     page.click("text=System")
     page.click("text=Scheduled jobs")
     page.wait_for_url(f"{live_server}/system/jobs/")
@@ -78,7 +71,7 @@ def test_admin_retries_a_dead_delivery(app, live_server, page):
     finally:
         sample.BEHAVIOUR["bigledger_inbound_message"] = "ok"
     add_user(app, "admin", "Admin")
-    _login(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server}/deliveriesview/list/")
     row = page.locator("table tr", has_text="bigledger_inbound_message")
     assert "dead" in row.inner_text()
