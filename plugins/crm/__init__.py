@@ -1,1 +1,1 @@
-"""BigLedger CRM: contacts, leads, pipeline, nurturing, service. Loaded as the module `crm`."""
+"""The CRM module: contacts and companies, leads, pipeline, marketing and service."""

@@ -1,5 +1,9 @@
 """The CRM module's manifest and hook implementations (thin: it wires the CRM's parts to the host)."""
+from pathlib import Path
+
 from bigledger_core import __version__, hookimpl
+
+from . import models, services  # noqa: F401  (tables and flush rules)
 
 # Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
 _CRM = r"^(CRM|Crm.*)$"
@@ -26,3 +30,15 @@ def bigledger_roles():
         {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
     ]
+
+
+@hookimpl
+def bigledger_migration_dirs():
+    return [str(Path(__file__).parent / "migrations" / "versions")]
+
+
+@hookimpl
+def bigledger_cli_commands():
+    from .cli import crm
+
+    return [crm]

@@ -1,0 +1,101 @@
+"""How the CRM compares people and companies: names (width, case, pinyin), phones (E.164), e-mails."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pypinyin import Style, lazy_pinyin
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_SPACES = re.compile(r"\s+")
+_COMPOUND_SURNAMES = {
+    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙", "宇文", "司徒",
+    "夏侯", "轩辕", "端木", "独孤", "南宫", "西门", "百里", "呼延", "闻人", "澹台", "公冶", "钟离",
+}
+
+
+def normalize_name(value: str | None) -> str:
+    """Full-width to half-width, case folded, spaces collapsed: how names are compared."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", value or "").casefold()).strip()
+
+
+def has_chinese(value: str | None) -> bool:
+    return bool(_CJK.search(value or ""))
+
+
+def pinyin_forms(value: str | None) -> list[str]:
+    """`张伟` → ["zhangwei", "zhang wei", "zw"]; nothing for a name without Chinese characters."""
+    if not has_chinese(value):
+        return []
+    syllables = [s.strip() for s in lazy_pinyin(normalize_name(value), errors="ignore") if s.strip()]
+    initials = [s.strip()[:1] for s in lazy_pinyin(normalize_name(value), style=Style.FIRST_LETTER,
+                                                   errors="ignore") if s.strip()]
+    return ["".join(syllables), " ".join(syllables), "".join(initials)]
+
+
+def search_text(*names: str | None) -> str:
+    """What the search box matches for a record with these names: each name normalized, with pinyin."""
+    parts: list[str] = []
+    for name in names:
+        if name and name.strip():
+            parts.append(normalize_name(name))
+            parts.extend(pinyin_forms(name))
+    return " | ".join(dict.fromkeys(parts))
+
+
+def split_chinese_name(full: str) -> tuple[str | None, str | None]:
+    """(family, given) for a Chinese name of 2–4 characters (`欧阳娜娜` → 欧阳, 娜娜); else (None, None)."""
+    name = full.strip()
+    if not (2 <= len(name) <= 4) or not all(_CJK.match(c) for c in name):
+        return None, None
+    family = name[:2] if name[:2] in _COMPOUND_SURNAMES and len(name) > 2 else name[:1]
+    return family, name[len(family):]
+
+
+def display_name(family: str | None, given: str | None) -> str:
+    """Chinese order without a space (张伟), Western order with one (Wei Zhang → given family)."""
+    family, given = (family or "").strip(), (given or "").strip()
+    if has_chinese(family) or has_chinese(given):
+        return f"{family}{given}"
+    return " ".join(part for part in (given, family) if part)
+
+
+class InvalidValue(ValueError):
+    """A phone number or e-mail address that cannot be used; the text says why."""
+
+
+def parse_phone(raw: str, region: str = "CN") -> str:
+    """E.164 form of a phone number written any way (`138 0013 8000`, `+86 138-0013-8000`)."""
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidValue("empty phone number")
+    try:
+        number = phonenumbers.parse(text, region.upper())
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidValue(f"{text!r} is not a phone number ({exc})") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidValue(f"{text!r} is not a possible phone number in {region.upper()}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_query(text: str, region: str = "CN") -> str | None:
+    """E.164 for search input that looks like a phone number, else None."""
+    digits = re.sub(r"[\s\-().]", "", text)
+    if len(re.sub(r"\D", "", digits)) < 5 or not re.fullmatch(r"\+?\d+", digits):
+        return None
+    try:
+        return parse_phone(text, region)
+    except InvalidValue:
+        return None
+
+
+def normalize_email(raw: str) -> str:
+    """The address as stored and compared (domain lower-cased, Unicode normalized)."""
+    try:
+        result = validate_email((raw or "").strip(), check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise InvalidValue(f"{raw!r} is not an e-mail address ({exc})") from None
+    local, _, domain = result.normalized.rpartition("@")
+    return f"{local.lower()}@{domain.lower()}"
