@@ -57,6 +57,8 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_DEMO_PASSWORD", None,
             "Password of the demo users made by `bigledger demo` (otherwise generated and printed once)."),
     Setting("BIGLEDGER_DEFAULT_LOCALE", "zh", "Language used when the browser asks for none we have."),
+    Setting("BIGLEDGER_PHONE_REGION", "CN",
+            "Region of phone numbers written without a country code (ISO 3166 code, e.g. CN, MY, SG)."),
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
             "Where rate-limit counters live; use `redis://…` when several web workers run."),
@@ -188,6 +190,7 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "APP_ICON": "",
         "BIGLEDGER_MODULES": setting("BIGLEDGER_MODULES"),
         "BIGLEDGER_STRICT_PLUGINS": setting("BIGLEDGER_STRICT_PLUGINS"),
+        "BIGLEDGER_PHONE_REGION": setting("BIGLEDGER_PHONE_REGION").upper(),
         "BIGLEDGER_EXTRA_PLUGINS": setting("BIGLEDGER_EXTRA_PLUGINS"),
         # Schema comes from Alembic migrations; FAB must not create tables or sync
         # permissions on every start (`bigledger db upgrade` does it once).

@@ -104,3 +104,20 @@ def bigledger_inbound_message(event):
     `id` (the stored message), `message_id`, `in_reply_to`, `references`, `sender` ([name, address]),
     `to` and `cc` (lists of [name, address]), `subject`, `date`, `text`, `html`, `source` and
     `attachments` (list of {`id`, `filename`, `content_type`, `size`}). Returns nothing."""
+
+
+# -- CRM extension points: the CRM asks, other modules contribute -------------------------------------
+
+@hookspec
+def crm_timeline_entries(customer, limit):
+    """Called when a customer's timeline is shown (360° view, API). `customer` is a
+    `plugins.crm.queries.CustomerRef` (kind, id, name, company_ids, contact_ids). Return at most `limit`
+    of your newest entries as dicts: `at` (ISO 8601 UTC), `kind` (e.g. "invoice"), `title`, optionally
+    `detail` and `url`. They are merged with the CRM's activities, newest first."""
+
+
+@hookspec
+def crm_customer_panels(customer):
+    """Called when a customer's 360° view is built. Return a list of panels: dicts with `title`
+    ({"zh", "en"}) and `rows` (list of [label, value] pairs, values already formatted), optionally
+    `url`. Keep it to a few quick queries: the view must stay fast."""

@@ -41,7 +41,7 @@ def test_help_lists_every_command_including_plugin_groups():
 
 def test_set_up_an_instance_from_nothing(instance):
     out = bigledger("db", "upgrade", env=instance).stdout
-    assert "upgraded: core, sample" in out
+    assert "upgraded: core, crm, sample" in out
     assert "core" in bigledger("db", "current", env=instance).stdout
 
     created = bigledger("create-admin", env=instance).stdout
@@ -90,7 +90,8 @@ def test_downgrade_a_module_branch(instance):
     bigledger("db", "upgrade", env=instance)
     bigledger("db", "downgrade", "sample@base", env=instance)
     current = bigledger("db", "current", env=instance).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["sample", "-"]]
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0001"],
+                                                                       ["sample", "-"]]
 
 
 def test_errors_are_one_clear_line_with_a_nonzero_exit(tmp_path):

@@ -25,9 +25,9 @@ def bigledger_manifest():
 def bigledger_roles():
     return [
         {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
-        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Contact|Company|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
-        {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company).*)$", _WRITE)]},
-        {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
+        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
+        {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company|Tag|Import).*)$", _WRITE)]},
+        {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Customer|Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
     ]
 
@@ -42,3 +42,10 @@ def bigledger_cli_commands():
     from .cli import crm
 
     return [crm]
+
+
+@hookimpl
+def bigledger_register_views(appbuilder):
+    from .views import register
+
+    register(appbuilder)

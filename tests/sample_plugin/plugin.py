@@ -134,3 +134,15 @@ def bigledger_jobs():
         jobs.append({"id": "sample.fail", "func": "tests.sample_plugin.jobs:fail", "trigger": "interval",
                      "trigger_args": {"seconds": 1}})
     return jobs
+
+
+@hookimpl
+def crm_timeline_entries(customer, limit):
+    """One invoice-like entry per customer, to show that other modules' entries join the timeline."""
+    return [{"at": "2020-01-01T00:00:00+00:00", "kind": "invoice", "title": f"样例发票 / Sample invoice {customer.id}",
+             "detail": "CNY 1,000.00"}][:limit]
+
+
+@hookimpl
+def crm_customer_panels(customer):
+    return [{"title": {"zh": "样例面板", "en": "Sample panel"}, "rows": [["客户 / customer", customer.name]]}]

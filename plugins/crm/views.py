@@ -1,0 +1,452 @@
+"""CRM screens and REST API: companies, contacts and their details, activities, tags, custom fields,
+search, duplicates and the 360° customer view."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, g, redirect, request, url_for
+from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
+from flask_appbuilder.api import BaseApi, protect, safe
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import BadRequest
+
+from bigledger_core.db import db
+from bigledger_core.i18n import current_locale
+from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+
+from .models import (
+    ACTIVITY_KINDS,
+    Activity,
+    Address,
+    Company,
+    Contact,
+    ContactCompany,
+    ContactRole,
+    CustomField,
+    Email,
+    Phone,
+    Tag,
+)
+from .queries import KINDS, customer_360, likely_duplicates, search
+from .services import CrmValidationError, check_parent, clean_custom
+
+LABELS = {
+    "name": _l("Name"), "name_en": _l("English name"), "legal_name": _l("Legal name"), "industry": _l("Industry"),
+    "employees": _l("Employees"), "region": _l("Region"), "website": _l("Website"), "status": _l("Status"),
+    "parent": _l("Parent company"), "owner": _l("Owner"), "team": _l("Team"), "tags": _l("Tags"),
+    "full_name": _l("Name"), "family_name": _l("Family name"), "given_name": _l("Given name"), "title": _l("Title"),
+    "external_id": _l("External id"), "custom": _l("Custom fields"), "contact": _l("Contact"),
+    "company": _l("Company"), "role": _l("Role"), "is_primary": _l("Primary"), "kind": _l("Type"),
+    "raw": _l("Number"), "e164": _l("International format"), "address": _l("E-mail"), "country": _l("Country"),
+    "province": _l("Province"), "city": _l("City"), "district": _l("District"), "street": _l("Street"),
+    "postcode": _l("Postcode"), "subject": _l("Subject"), "body": _l("Notes"), "outcome": _l("Outcome"),
+    "duration_minutes": _l("Duration (minutes)"), "occurred_at": _l("When"), "due_at": _l("Due"),
+    "done": _l("Done"), "user": _l("By"), "color": _l("Colour"), "code": _l("Code"), "label": _l("Label"),
+    "label_en": _l("English label"), "type": _l("Type"), "required": _l("Required"),
+    "pattern": _l("Validation pattern"), "options": _l("Choices"), "position": _l("Position"), "active": _l("Active"),
+    "entity": _l("Record type"), "key": _l("Key"), "created_at": _l("Created"), "updated_at": _l("Updated"),
+}
+
+
+class FilterNotMerged(BaseFilter):
+    """Hides records merged into another (they stay, for the audit trail and undo)."""
+
+    name = _l("Not merged")
+    arg_name = "notmerged"
+
+    def apply(self, query, value):
+        return query.filter(self.model.merged_into_id.is_(None))
+
+
+class _NotMerged:
+    base_filters = [*OwnedRecordsMixin.base_filters, ["merged_into_id", FilterNotMerged, lambda: None]]
+
+
+def _check_version(item) -> None:
+    """Optimistic locking for the API: a PUT that carries an older `version` is refused."""
+    from sqlalchemy import inspect
+
+    history = inspect(item).attrs.version.history
+    if history.added and history.deleted and history.added[0] != history.deleted[0]:
+        current = history.deleted[0]
+        item.version = current
+        raise BadRequest(str(_l("version: this record was changed by someone else since you loaded it "
+                                "(now version %(version)s); reload it and try again", version=current)))
+
+
+def _check_custom(entity: str, item) -> None:
+    try:
+        with db.session.no_autoflush:
+            item.custom = clean_custom(db.session, entity, item.custom or {})
+    except CrmValidationError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+# -- screens -------------------------------------------------------------------------------------------
+
+class PhoneView(ModelView):
+    datamodel = SQLAInterface(Phone)
+    class_permission_name = "CrmContactDetails"
+    list_columns = ["kind", "raw", "e164", "is_primary"]
+    add_columns = edit_columns = ["contact", "company", "kind", "raw", "is_primary"]
+    label_columns = LABELS
+
+
+class EmailView(ModelView):
+    datamodel = SQLAInterface(Email)
+    class_permission_name = "CrmContactDetails"
+    list_columns = ["kind", "address", "is_primary"]
+    add_columns = edit_columns = ["contact", "company", "kind", "address", "is_primary"]
+    label_columns = LABELS
+
+
+class AddressView(ModelView):
+    datamodel = SQLAInterface(Address)
+    class_permission_name = "CrmContactDetails"
+    list_columns = ["kind", "province", "city", "district", "street", "postcode", "is_primary"]
+    add_columns = edit_columns = ["contact", "company", "kind", "country", "province", "city", "district",
+                                  "street", "postcode", "is_primary"]
+    label_columns = LABELS
+
+
+class ContactCompanyView(ModelView):
+    datamodel = SQLAInterface(ContactCompany)
+    class_permission_name = "CrmContactDetails"
+    list_columns = ["contact", "company", "role", "is_primary"]
+    add_columns = edit_columns = ["contact", "company", "role", "is_primary"]
+    label_columns = LABELS
+
+
+class ActivityView(ModelView):
+    datamodel = SQLAInterface(Activity)
+    class_permission_name = "CrmActivity"
+    list_title = _l("Activities")
+    list_columns = ["occurred_at", "kind", "subject", "contact", "company", "user", "outcome"]
+    add_columns = edit_columns = ["kind", "subject", "body", "contact", "company", "occurred_at",
+                                  "duration_minutes", "outcome", "due_at", "done"]
+    search_columns = ["kind", "subject", "contact", "company", "user", "occurred_at", "done"]
+    base_order = ("occurred_at", "desc")
+    label_columns = LABELS
+
+    def pre_add(self, item):
+        if item.contact is None and item.company is None:
+            raise ValueError(str(_l("An activity belongs to a contact or a company.")))
+        if item.user_id is None and getattr(g, "user", None) is not None:
+            item.user_id = g.user.id
+
+
+class CompanyView(_NotMerged, OwnedRecordsMixin, ModelView):
+    datamodel = SQLAInterface(Company)
+    class_permission_name = "CrmCompany"
+    list_title = _l("Companies")
+    show_title = _l("Company")
+    add_title = _l("Add company")
+    edit_title = _l("Edit company")
+    list_columns = ["name", "industry", "region", "status", "parent", "owner"]
+    add_columns = edit_columns = ["name", "name_en", "legal_name", "industry", "employees", "region", "website",
+                                  "status", "parent", "external_id", "owner", "team", "tags"]
+    show_columns = add_columns + ["created_at", "updated_at"]
+    search_columns = ["name", "name_en", "industry", "region", "status", "parent", "owner", "team", "tags",
+                      "external_id", "created_at"]
+    order_columns = ["name", "industry", "region", "status"]
+    label_columns = LABELS
+    related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
+
+    @expose("/360/<int:pk>")
+    @has_access
+    def customer(self, pk):
+        return redirect(url_for("CustomerView.show", kind="company", pk=pk))
+
+
+class ContactView(_NotMerged, OwnedRecordsMixin, ModelView):
+    datamodel = SQLAInterface(Contact)
+    class_permission_name = "CrmContact"
+    list_title = _l("Contacts")
+    show_title = _l("Contact")
+    add_title = _l("Add contact")
+    edit_title = _l("Edit contact")
+    list_columns = ["full_name", "title", "name_en", "owner", "team"]
+    add_columns = edit_columns = ["full_name", "family_name", "given_name", "name_en", "title", "external_id",
+                                  "owner", "team", "tags"]
+    show_columns = add_columns + ["created_at", "updated_at"]
+    search_columns = ["full_name", "name_en", "title", "owner", "team", "tags", "external_id", "created_at"]
+    order_columns = ["full_name", "title"]
+    label_columns = LABELS
+    related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
+
+
+class TagView(ModelView):
+    datamodel = SQLAInterface(Tag)
+    class_permission_name = "CrmTag"
+    list_title = _l("Tags")
+    list_columns = add_columns = edit_columns = ["name", "color"]
+    label_columns = LABELS
+
+
+class ContactRoleView(ModelView):
+    datamodel = SQLAInterface(ContactRole)
+    class_permission_name = "CrmSettingsRole"
+    list_title = _l("Contact roles")
+    list_columns = add_columns = edit_columns = ["code", "name", "name_en"]
+    label_columns = LABELS
+
+
+class CustomFieldView(ModelView):
+    """Admins define fields without code or restart; they apply at once to forms, API and import."""
+
+    datamodel = SQLAInterface(CustomField)
+    class_permission_name = "CrmSettingsCustomField"
+    list_title = _l("Custom fields")
+    list_columns = ["entity", "key", "label", "label_en", "type", "required", "active"]
+    add_columns = edit_columns = ["entity", "key", "label", "label_en", "type", "required", "pattern", "options",
+                                  "position", "active"]
+    label_columns = LABELS
+    description_columns = {
+        "entity": _l("contact or company"),
+        "type": _l("text, number, date, select, multiselect or boolean"),
+        "options": _l('For select fields, a JSON list such as [{"value": "a", "label": "甲", "label_en": "A"}]'),
+        "pattern": _l("A regular expression the whole value must match, e.g. ^[A-Z]{2}\\d{4}$"),
+    }
+
+    def pre_add(self, item):
+        self._check(item)
+
+    def pre_update(self, item):
+        self._check(item)
+
+    def _check(self, item):
+        import re
+
+        from .models import FIELD_TYPES
+
+        if item.entity not in KINDS:
+            raise ValueError(str(_l("Record type must be contact or company.")))
+        if item.type not in FIELD_TYPES:
+            raise ValueError(str(_l("Unknown field type %(type)s.", type=item.type)))
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,59}", item.key or ""):
+            raise ValueError(str(_l("Key: lower-case letters, digits and _, starting with a letter.")))
+        if item.pattern:
+            try:
+                re.compile(item.pattern)
+            except re.error as exc:
+                raise ValueError(str(_l("Validation pattern is not a valid regular expression: %(error)s",
+                                        error=str(exc)))) from None
+
+
+class CustomerView(BaseView):
+    """The 360° page of a company or a contact."""
+
+    route_base = "/crm/customer"
+    class_permission_name = "CrmCustomer"
+    method_permission_name = {"show": "show"}
+    base_permissions = ["can_show"]
+
+    @expose("/<kind>/<int:pk>")
+    @has_access
+    def show(self, kind, pk):
+        record = _visible_record(kind, pk)
+        data = customer_360(db.session, kind, record, g.user)
+        return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
+                                    locale=current_locale(), kinds=ACTIVITY_KINDS)
+
+
+def _visible_record(kind: str, pk: int):
+    model = KINDS.get(kind)
+    if model is None:
+        abort(404)
+    query = db.session.query(model).filter(model.id == pk)
+    clause = visibility_clause(model, getattr(g, "user", None), db.session)
+    if clause is not None:
+        query = query.filter(clause)
+    record = query.one_or_none()
+    if record is None:
+        abort(404)
+    return record
+
+
+# -- REST API ------------------------------------------------------------------------------------------
+
+class _NullableColumns:
+    """Nullable columns accept null in the API (a PUT re-sends the record's current values)."""
+
+    def _init_model_schemas(self):
+        super()._init_model_schemas()
+        table = self.datamodel.obj.__table__
+        for schema in (self.add_model_schema, self.edit_model_schema):
+            for name, field in schema.fields.items():
+                if name in table.c and table.c[name].nullable:
+                    field.allow_none = True
+
+
+class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
+    resource_name = "crm/company"
+    datamodel = SQLAInterface(Company)
+    class_permission_name = "CrmCompany"
+    list_columns = ["id", "name", "name_en", "industry", "region", "status", "parent_id", "owner_id", "team_id",
+                    "external_id", "custom", "version"]
+    show_columns = list_columns + ["legal_name", "employees", "website", "created_at", "updated_at"]
+    add_columns = ["name", "name_en", "legal_name", "industry", "employees", "region", "website",
+                   "status", "parent_id", "external_id", "owner_id", "team_id", "custom"]
+    edit_columns = [*add_columns, "version"]
+    search_columns = ["name", "industry", "region", "status", "parent_id", "owner_id", "external_id"]
+    order_columns = ["name", "id", "industry", "region"]
+    base_filters = _NotMerged.base_filters
+
+    def pre_add(self, item):
+        _check_custom("company", item)
+        super().pre_add(item)
+
+    def pre_update(self, item):
+        _check_version(item)
+        if item.parent_id is not None:
+            try:
+                check_parent(db.session, item.id, item.parent_id)
+            except CrmValidationError as exc:
+                raise BadRequest(str(exc)) from None
+        _check_custom("company", item)
+
+
+class ContactApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
+    resource_name = "crm/contact"
+    datamodel = SQLAInterface(Contact)
+    class_permission_name = "CrmContact"
+    list_columns = ["id", "full_name", "family_name", "given_name", "name_en", "title", "owner_id", "team_id",
+                    "external_id", "custom", "version"]
+    show_columns = list_columns + ["created_at", "updated_at"]
+    add_columns = ["full_name", "family_name", "given_name", "name_en", "title", "external_id",
+                   "owner_id", "team_id", "custom"]
+    edit_columns = [*add_columns, "version"]
+    search_columns = ["full_name", "title", "owner_id", "external_id"]
+    order_columns = ["full_name", "id"]
+    base_filters = _NotMerged.base_filters
+
+    def pre_add(self, item):
+        if not (item.full_name or item.family_name or item.given_name):
+            raise BadRequest(str(_l("full_name: a contact needs a name")))
+        _check_custom("contact", item)
+        super().pre_add(item)
+
+    def pre_update(self, item):
+        _check_version(item)
+        _check_custom("contact", item)
+
+
+def _detail_api(model, name: str):
+    columns = [c.key for c in model.__table__.columns if c.key != "id"]
+    return type(f"{model.__name__}Api", (_NullableColumns, ModelRestApi), {
+        "resource_name": f"crm/{name}", "datamodel": SQLAInterface(model), "class_permission_name": "CrmContactDetails",
+        "list_columns": ["id", *columns], "show_columns": ["id", *columns], "add_columns": columns,
+        "edit_columns": columns, "search_columns": [c for c in ("contact_id", "company_id", "kind") if c in columns],
+    })
+
+
+PhoneApi = _detail_api(Phone, "phone")
+EmailApi = _detail_api(Email, "email")
+AddressApi = _detail_api(Address, "address")
+ContactCompanyApi = _detail_api(ContactCompany, "contact_company")
+ActivityApi = _detail_api(Activity, "activity")
+ActivityApi.class_permission_name = "CrmActivity"
+TagApi = _detail_api(Tag, "tag")
+TagApi.class_permission_name = "CrmTag"
+
+
+class CrmApi(BaseApi):
+    """Search, duplicates and the 360° view as JSON."""
+
+    resource_name = "crm"
+    class_permission_name = "CrmCustomer"
+    method_permission_name = {"search": "get", "customer": "get", "duplicates": "get"}
+    openapi_spec_tag = "CRM"
+
+    @expose("/search", methods=["GET"])
+    @protect()
+    @safe
+    def search(self):
+        """One search box across companies and contacts (name, pinyin, e-mail, phone, company).
+        ---
+        get:
+          parameters:
+          - {in: query, name: q, required: true, schema: {type: string}}
+          - {in: query, name: limit, schema: {type: integer}}
+          responses:
+            200: {description: matching records}
+        """
+        q = (request.args.get("q") or "").strip()
+        if not q:
+            return self.response_400(message=str(_l("q: give something to search for")))
+        if len(q) > 200:
+            return self.response_400(message=str(_l("q: at most 200 characters")))
+        limit = min(max(request.args.get("limit", 20, type=int), 1), 100)
+        return self.response(200, result=search(db.session, q, g.user, limit))
+
+    @expose("/duplicates/<kind>", methods=["GET"])
+    @protect()
+    @safe
+    def duplicates(self, kind):
+        """Likely duplicates of the values given (email, phone, name, company_id, exclude_id).
+        ---
+        get:
+          responses:
+            200: {description: likely duplicates with the reasons}
+        """
+        from .normalize import InvalidValue, normalize_email, parse_phone
+        from .services import phone_region
+
+        if kind not in KINDS:
+            return self.response_404()
+        emails, phones = [], []
+        for raw in request.args.getlist("email"):
+            try:
+                emails.append(normalize_email(raw))
+            except InvalidValue:
+                pass
+        for raw in request.args.getlist("phone"):
+            try:
+                phones.append(parse_phone(raw, phone_region()))
+            except InvalidValue:
+                pass
+        result = likely_duplicates(db.session, kind, emails=emails, phones=phones, name=request.args.get("name"),
+                                   company_ids=request.args.getlist("company_id", type=int),
+                                   exclude_id=request.args.get("exclude_id", type=int), user=g.user)
+        return self.response(200, result=result)
+
+    @expose("/customer/<kind>/<int:pk>/360", methods=["GET"])
+    @protect()
+    @safe
+    def customer(self, kind, pk):
+        """The 360° view of a company or contact.
+        ---
+        get:
+          responses:
+            200: {description: profile, hierarchy, people, details, timeline, documents, panels}
+            404: {description: no such record, or not yours to see}
+        """
+        model = KINDS.get(kind)
+        if model is None:
+            return self.response_404()
+        query = db.session.query(model).filter(model.id == pk)
+        clause = visibility_clause(model, g.user, db.session)
+        record = (query.filter(clause) if clause is not None else query).one_or_none()
+        if record is None:
+            return self.response_404()
+        return self.response(200, result=customer_360(db.session, kind, record, g.user))
+
+
+blueprint = Blueprint("crm_assets", __name__, template_folder="templates")
+
+
+def register(appbuilder) -> None:
+    """Add the CRM's screens and APIs (called by the plugin's `bigledger_register_views`)."""
+    current_app.register_blueprint(blueprint)
+    category = {"category": "CRM", "category_label": _l("CRM")}
+    appbuilder.add_view(CompanyView, "Companies", label=_l("Companies"), icon="fa-building", **category)
+    appbuilder.add_view(ContactView, "Contacts", label=_l("Contacts"), icon="fa-address-book", **category)
+    appbuilder.add_view(ActivityView, "Activities", label=_l("Activities"), icon="fa-calendar", **category)
+    appbuilder.add_view(TagView, "Tags", label=_l("Tags"), icon="fa-tags", **category)
+    appbuilder.add_view(CustomFieldView, "Custom fields", label=_l("Custom fields"), icon="fa-sliders", **category)
+    appbuilder.add_view(ContactRoleView, "Contact roles", label=_l("Contact roles"), icon="fa-id-badge", **category)
+    for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView):
+        appbuilder.add_view_no_menu(view)
+    for api in (CompanyApi, ContactApi, PhoneApi, EmailApi, AddressApi, ContactCompanyApi, ActivityApi, TagApi,
+                CrmApi):
+        appbuilder.add_api(api)

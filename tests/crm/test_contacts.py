@@ -1,0 +1,199 @@
+"""Companies and contacts through the REST API and screens: search (pinyin, phone, e-mail), hierarchy,
+custom fields, duplicates, record rules, optimistic locking and the 360° view."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bigledger_core.db import db
+from plugins.crm.models import Activity, Company, Contact, ContactCompany, ContactRole, CustomField, Email, Phone
+from tests.conftest import add_user, api_token, login
+
+
+def _user_id(app, username):
+    with app.app_context():
+        return app.appbuilder.sm.find_user(username=username).id
+
+
+@pytest.fixture
+def world(app):
+    """Two companies in a tree, contacts with phones and e-mails, owned by two reps."""
+    add_user(app, "admin", "Admin")
+    add_user(app, "rep", "Sales Rep")
+    add_user(app, "rep2", "Sales Rep")
+    rep, rep2 = _user_id(app, "rep"), _user_id(app, "rep2")
+    with app.app_context():
+        s = db.session
+        group = Company(name="华润集团", name_en="China Resources", owner_id=rep)
+        sub = Company(name="华润万家", name_en="CR Vanguard", parent=group, owner_id=rep)
+        other = Company(name="Acme Sdn Bhd", owner_id=rep2)
+        zhang = Contact(full_name="张伟", title="采购经理", owner_id=rep)
+        lee = Contact(family_name="Lee", given_name="Mei Ling", owner_id=rep2)
+        s.add_all([group, sub, other, zhang, lee])
+        s.flush()
+        decision = s.query(ContactRole).filter_by(code="decision_maker").one()
+        s.add_all([ContactCompany(contact=zhang, company=sub, role=decision, is_primary=True),
+                   ContactCompany(contact=lee, company=other),
+                   Phone(contact=zhang, kind="mobile", raw="138 0013 8000", is_primary=True),
+                   Email(contact=zhang, address="Zhang.Wei@CRVanguard.example.com", is_primary=True),
+                   Email(contact=lee, address="meiling@acme.example.com")])
+        s.commit()
+        return {"group": group.id, "sub": sub.id, "other": other.id, "zhang": zhang.id, "lee": lee.id}
+
+
+def auth(client, username="admin", language="en"):
+    return {"Authorization": f"Bearer {api_token(client, username)}", "Accept-Language": language}
+
+
+def found(client, q, headers):
+    response = client.get("/api/v1/crm/search", query_string={"q": q}, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [(r["kind"], r["name"]) for r in response.get_json()["result"]]
+
+
+def test_names_are_completed_and_searchable_by_pinyin_phone_email_and_company(app, client, world):
+    with app.app_context():
+        lee = db.session.get(Contact, world["lee"])
+        assert lee.full_name == "Mei Ling Lee"
+        zhang = db.session.get(Contact, world["zhang"])
+        assert (zhang.family_name, zhang.given_name) == ("张", "伟")
+        assert db.session.query(Phone).one().e164 == "+8613800138000"
+        assert {e.address for e in db.session.query(Email)} == {"zhang.wei@crvanguard.example.com",
+                                                                "meiling@acme.example.com"}
+    h = auth(client)
+    for q in ["张伟", "zhangwei", "zw", "ZhangWei", "138 0013 8000", "+86 13800138000", "+86-138-0013-8000",
+              "zhang.wei@crvanguard", "华润万家"]:
+        assert ("contact", "张伟") in found(client, q, h), q
+    assert ("company", "华润集团") in found(client, "huarun", h)
+    assert ("company", "华润集团") in found(client, "ＨＵＡＲＵＮ", h)  # full-width input
+    assert found(client, "nobody-like-this", h) == []
+    assert client.get("/api/v1/crm/search", headers=h).status_code == 400
+
+
+def test_a_rep_finds_and_opens_only_what_they_may_see(app, client, world):
+    h = auth(client, "rep2")
+    assert found(client, "zhangwei", h) == []
+    assert ("contact", "Mei Ling Lee") in found(client, "lee", h)
+    assert client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).status_code == 404
+    assert client.get(f"/api/v1/crm/customer/contact/{world['lee']}/360", headers=h).status_code == 200
+    listed = client.get("/api/v1/crm/contact/", headers=h).get_json()
+    assert [c["full_name"] for c in listed["result"]] == ["Mei Ling Lee"]
+
+
+def test_a_company_cannot_become_its_own_ancestor(app, client, world):
+    h = auth(client)
+    response = client.put(f"/api/v1/crm/company/{world['group']}", json={"parent_id": world["sub"]}, headers=h)
+    assert response.status_code == 400
+    assert "cannot be its own parent" in response.get_json()["message"]
+    response = client.put(f"/api/v1/crm/company/{world['group']}", json={"parent_id": world["group"]}, headers=h)
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.get(Company, world["group"]).parent_id is None
+    ok = client.put(f"/api/v1/crm/company/{world['other']}", json={"parent_id": world["sub"]}, headers=h)
+    assert ok.status_code == 200
+    tree = client.get(f"/api/v1/crm/customer/company/{world['group']}/360", headers=h).get_json()["result"]
+    children = [(c["name"], c["depth"]) for c in tree["hierarchy"]["children"]]
+    assert children == [("华润万家", 1), ("Acme Sdn Bhd", 2)]
+    assert tree["hierarchy"]["contacts_total"] == 2  # 张伟 at 华润万家, Lee at Acme, rolled up
+
+
+def test_custom_fields_are_validated_in_the_api_and_shown_in_the_360(app, client, world):
+    with app.app_context():
+        db.session.add_all([
+            CustomField(entity="contact", key="wechat", label="微信号", label_en="WeChat ID", type="text",
+                        required=True, pattern=r"[A-Za-z][-_A-Za-z0-9]{5,19}"),
+            CustomField(entity="contact", key="tier", label="等级", label_en="Tier", type="select",
+                        options=[{"value": "a", "label": "甲"}, {"value": "b", "label": "乙"}]),
+            CustomField(entity="contact", key="since", label="合作开始", label_en="Customer since", type="date"),
+        ])
+        db.session.commit()
+    h = auth(client)
+    missing = client.post("/api/v1/crm/contact/", json={"full_name": "王芳"}, headers=h)
+    assert missing.status_code == 400 and "WeChat ID: is required" in missing.get_json()["message"]
+    bad = client.post("/api/v1/crm/contact/", json={"full_name": "王芳", "custom": {
+        "wechat": "1x", "tier": "z", "since": "2024-13-01", "colour": "red"}}, headers=h)
+    message = bad.get_json()["message"]
+    for part in ["WeChat ID: 1x does not match the required format", "Tier: z is not one of the choices",
+                 "Customer since: 2024-13-01 is not a date", "colour: unknown custom field"]:
+        assert part in message, message
+    chinese = client.post("/api/v1/crm/contact/", json={"full_name": "王芳"}, headers=auth(client, language="zh"))
+    assert "微信号: 为必填项" in chinese.get_json()["message"]
+    good = client.post("/api/v1/crm/contact/", json={"full_name": "王芳", "custom": {
+        "wechat": "wangfang_88", "tier": "a", "since": "2024/03/01"}}, headers=h)
+    assert good.status_code == 201, good.get_data(as_text=True)
+    new_id = good.get_json()["id"]
+    view = client.get(f"/api/v1/crm/customer/contact/{new_id}/360", headers=h).get_json()["result"]
+    assert {f["key"]: f["value"] for f in view["custom"]} == {"wechat": "wangfang_88", "tier": "a",
+                                                               "since": "2024-03-01"}
+
+
+def test_likely_duplicates_by_email_phone_and_name_at_the_company(app, client, world):
+    h = auth(client)
+    response = client.get("/api/v1/crm/duplicates/contact", query_string={
+        "email": "ZHANG.WEI@crvanguard.example.com", "phone": "+86 138-0013-8000"}, headers=h)
+    [dup] = response.get_json()["result"]
+    assert dup["name"] == "张伟" and dup["reasons"] == ["email", "phone"]
+    same_name = client.get("/api/v1/crm/duplicates/contact", query_string={
+        "name": "张伟", "company_id": world["sub"]}, headers=h).get_json()["result"]
+    assert [d["reasons"] for d in same_name] == [["name"]]
+    itself = client.get("/api/v1/crm/duplicates/contact", query_string={
+        "email": "zhang.wei@crvanguard.example.com", "exclude_id": world["zhang"]}, headers=h)
+    assert itself.get_json()["result"] == []
+
+
+def test_a_stale_save_is_refused_not_silently_overwritten(app, client, world):
+    h = auth(client)
+    loaded = client.get(f"/api/v1/crm/contact/{world['zhang']}", headers=h).get_json()["result"]
+    first = client.put(f"/api/v1/crm/contact/{world['zhang']}", json={"title": "采购总监",
+                                                                      "version": loaded["version"]}, headers=h)
+    assert first.status_code == 200
+    stale = client.put(f"/api/v1/crm/contact/{world['zhang']}", json={"title": "销售",
+                                                                      "version": loaded["version"]}, headers=h)
+    assert stale.status_code == 400 and "changed by someone else" in stale.get_json()["message"]
+    with app.app_context():
+        assert db.session.get(Contact, world["zhang"]).title == "采购总监"
+
+
+def test_the_360_view_gathers_people_details_timeline_and_module_panels(app, client, world):
+    with app.app_context():
+        base = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        db.session.add_all([Activity(kind="call", subject=f"电话 {n}", contact_id=world["zhang"],
+                                     occurred_at=base + dt.timedelta(hours=n), duration_minutes=5)
+                            for n in range(30)])
+        db.session.add(Activity(kind="meeting", subject="拜访华润万家", company_id=world["sub"],
+                                occurred_at=base + dt.timedelta(days=2)))
+        db.session.commit()
+    h = auth(client)
+    view = client.get(f"/api/v1/crm/customer/company/{world['sub']}/360", headers=h).get_json()["result"]
+    assert view["profile"]["name"] == "华润万家"
+    assert view["hierarchy"]["ancestors"] == [{"id": world["group"], "name": "华润集团"}]
+    assert view["people"] == [{"id": world["zhang"], "name": "张伟", "title": "采购经理", "role": "决策者",
+                               "role_en": "Decision maker", "primary": True}]
+    timeline = view["timeline"]
+    assert timeline["total"] == 32  # 30 calls of its contact, its meeting, the sample module's invoice
+    assert [e["title"] for e in timeline["entries"][:2]] == ["拜访华润万家", "电话 29"]
+    assert len(timeline["entries"]) == 25
+    assert view["activity_counts"] == {"call": 30, "meeting": 1}
+    assert view["panels"] == [{"module": "sample", "title": {"zh": "样例面板", "en": "Sample panel"},
+                               "rows": [["客户 / customer", "华润万家"]]}]
+    contact = client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).get_json()["result"]
+    assert contact["phones"][0]["e164"] == "+8613800138000" and contact["companies"][0]["role"] == "决策者"
+
+
+def test_the_360_page_in_chinese_and_english(app, client, world):
+    login(client, "admin")
+    page = client.get(f"/crm/customer/company/{world['sub']}").get_data(as_text=True)
+    assert "华润万家" in page and "华润集团" in page and "决策者" in page and "样例面板" in page
+    english = client.get(f"/crm/customer/company/{world['sub']}?_l_=en").get_data(as_text=True)
+    assert "Decision maker" in english and "Sample panel" in english
+    assert client.get("/crm/customer/company/99999").status_code == 404
+    assert client.get("/crm/customer/planet/1").status_code == 404
+
+
+def test_company_and_contact_screens_list_and_add(app, client, world):
+    login(client, "admin")
+    listing = client.get("/companyview/list/").get_data(as_text=True)
+    assert "华润集团" in listing and "Acme Sdn Bhd" in listing
+    listing = client.get("/contactview/list/").get_data(as_text=True)
+    assert "张伟" in listing and "Mei Ling Lee" in listing
