@@ -355,7 +355,7 @@ class CrmApi(BaseApi):
 
     resource_name = "crm"
     class_permission_name = "CrmCustomer"
-    method_permission_name = {"search": "get", "customer": "get", "duplicates": "get"}
+    method_permission_name = {"search": "get", "customer": "get", "duplicates": "get", "merge": "merge"}
     openapi_spec_tag = "CRM"
 
     @expose("/search", methods=["GET"])
@@ -410,6 +410,21 @@ class CrmApi(BaseApi):
                                    exclude_id=request.args.get("exclude_id", type=int), user=g.user)
         return self.response(200, result=result)
 
+    @expose("/merge/<kind>", methods=["POST"])
+    @protect()
+    @safe
+    def merge(self, kind):
+        """Merge two contacts or two companies: {"survivor_id", "loser_id", "take": {field: "loser"}}.
+        ---
+        post:
+          responses:
+            200: {description: merged; the loser is kept, marked as merged into the survivor}
+            400: {description: refused, with the reason}
+        """
+        if kind not in KINDS:
+            return self.response_404()
+        return _merge_endpoint(self, kind)
+
     @expose("/customer/<kind>/<int:pk>/360", methods=["GET"])
     @protect()
     @safe
@@ -433,6 +448,28 @@ class CrmApi(BaseApi):
 
 
 blueprint = Blueprint("crm_assets", __name__, template_folder="templates")
+
+
+def _merge_endpoint(api, kind):
+    from .merge import merge
+
+    body = request.get_json(silent=True) or {}
+    survivor, loser = body.get("survivor_id"), body.get("loser_id")
+    if not isinstance(survivor, int) or not isinstance(loser, int):
+        return api.response_400(message=str(_l("survivor_id and loser_id: give the ids of two records")))
+    for pk in (survivor, loser):
+        model = KINDS[kind]
+        clause = visibility_clause(model, g.user, db.session)
+        query = db.session.query(model.id).filter(model.id == pk)
+        if (query.filter(clause) if clause is not None else query).one_or_none() is None:
+            return api.response_404()
+    try:
+        merge(db.session, kind, survivor, loser, body.get("take") or {})
+        db.session.commit()
+    except CrmValidationError as exc:
+        db.session.rollback()
+        return api.response_400(message=str(exc))
+    return api.response(200, result={"survivor_id": survivor, "merged": [loser]})
 
 
 def register(appbuilder) -> None:

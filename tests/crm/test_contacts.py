@@ -197,3 +197,58 @@ def test_company_and_contact_screens_list_and_add(app, client, world):
     assert "华润集团" in listing and "Acme Sdn Bhd" in listing
     listing = client.get("/contactview/list/").get_data(as_text=True)
     assert "张伟" in listing and "Mei Ling Lee" in listing
+
+
+def test_merging_two_contacts_moves_everything_and_keeps_the_loser_for_the_record(app, client, world):
+    from plugins.crm.models import AuditEntry
+
+    with app.app_context():
+        s = db.session
+        twin = Contact(full_name="张伟", title="采购总监", custom={"note": "from fair"})
+        s.add(twin)
+        s.flush()
+        s.add_all([Phone(contact=twin, raw="+86 138-0013-8000"), Email(contact=twin, address="zw@163.example.com"),
+                   Activity(kind="call", subject="展会后回访", contact_id=twin.id),
+                   ContactCompany(contact_id=twin.id, company_id=world["other"])])
+        s.commit()
+        twin_id = twin.id
+    h = auth(client)
+    dups = client.get("/api/v1/crm/duplicates/contact", query_string={"phone": "13800138000"}, headers=h)
+    assert {d["id"] for d in dups.get_json()["result"]} == {world["zhang"], twin_id}
+    response = client.post("/api/v1/crm/merge/contact", json={
+        "survivor_id": world["zhang"], "loser_id": twin_id, "take": {"title": "loser"}}, headers=h)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    view = client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).get_json()["result"]
+    assert view["profile"]["title"] == "采购总监"
+    assert [p["e164"] for p in view["phones"]] == ["+8613800138000"]  # the same number once
+    assert {e["address"] for e in view["emails"]} == {"zhang.wei@crvanguard.example.com", "zw@163.example.com"}
+    assert {c["name"] for c in view["companies"]} == {"华润万家", "Acme Sdn Bhd"}
+    assert "展会后回访" in [e["title"] for e in view["timeline"]["entries"]]
+    assert [r["name"] for r in client.get("/api/v1/crm/search", query_string={"q": "zhangwei"},
+                                          headers=h).get_json()["result"]] == ["张伟"]  # the loser is hidden
+    with app.app_context():
+        loser = db.session.get(Contact, twin_id)
+        assert loser.merged_into_id == world["zhang"]
+        audit = db.session.query(AuditEntry).filter_by(entity="crm_contact", record_id=twin_id, action="merge").one()
+        assert audit.changes["values"]["title"] == "采购总监" and audit.changes["merged_into"] == world["zhang"]
+    again = client.post("/api/v1/crm/merge/contact", json={"survivor_id": world["zhang"], "loser_id": twin_id},
+                        headers=h)
+    assert again.status_code == 400 and "merged already" in again.get_json()["message"]
+
+
+def test_merging_companies_moves_subsidiaries_and_people(app, client, world):
+    h = auth(client)
+    response = client.post("/api/v1/crm/merge/company", json={"survivor_id": world["other"],
+                                                              "loser_id": world["group"]}, headers=h)
+    assert response.status_code == 200
+    with app.app_context():
+        assert db.session.get(Company, world["sub"]).parent_id == world["other"]
+        assert db.session.get(Company, world["group"]).merged_into_id == world["other"]
+    assert client.post("/api/v1/crm/merge/company", json={"survivor_id": 1}, headers=h).status_code == 400
+
+
+def test_reps_cannot_merge(app, client, world):
+    h = auth(client, "rep")
+    response = client.post("/api/v1/crm/merge/contact", json={"survivor_id": world["zhang"],
+                                                              "loser_id": world["lee"]}, headers=h)
+    assert response.status_code in (401, 403)
