@@ -49,3 +49,10 @@ def bigledger_register_views(appbuilder):
     from .views import register
 
     register(appbuilder)
+
+
+@hookimpl
+def bigledger_load_demo(session, users):
+    from .demo import load
+
+    load(session, users)
