@@ -59,6 +59,11 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_DEFAULT_LOCALE", "zh", "Language used when the browser asks for none we have."),
     Setting("BIGLEDGER_PHONE_REGION", "CN",
             "Region of phone numbers written without a country code (ISO 3166 code, e.g. CN, MY, SG)."),
+    Setting("BIGLEDGER_DOCUMENT_MAX_MB", 20, "Largest document that may be uploaded, in MB.", int),
+    Setting("BIGLEDGER_DOCUMENT_TYPES",
+            ["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "txt", "csv", "rtf", "png", "jpg",
+             "jpeg", "gif", "webp", "zip", "eml", "msg"],
+            "Comma-separated file extensions documents may have.", _list),
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
             "Where rate-limit counters live; use `redis://…` when several web workers run."),
@@ -191,6 +196,8 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "BIGLEDGER_MODULES": setting("BIGLEDGER_MODULES"),
         "BIGLEDGER_STRICT_PLUGINS": setting("BIGLEDGER_STRICT_PLUGINS"),
         "BIGLEDGER_PHONE_REGION": setting("BIGLEDGER_PHONE_REGION").upper(),
+        "BIGLEDGER_DOCUMENT_MAX_MB": setting("BIGLEDGER_DOCUMENT_MAX_MB"),
+        "BIGLEDGER_DOCUMENT_TYPES": setting("BIGLEDGER_DOCUMENT_TYPES"),
         "BIGLEDGER_EXTRA_PLUGINS": setting("BIGLEDGER_EXTRA_PLUGINS"),
         # Schema comes from Alembic migrations; FAB must not create tables or sync
         # permissions on every start (`bigledger db upgrade` does it once).

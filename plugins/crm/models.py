@@ -106,6 +106,7 @@ class Company(OwnedMixin, _Record, Model):
     phones = relationship("Phone", back_populates="company", cascade="all, delete-orphan")
     emails = relationship("Email", back_populates="company", cascade="all, delete-orphan")
     links = relationship("ContactCompany", back_populates="company", cascade="all, delete-orphan")
+    documents = relationship("Document", back_populates="company", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return self.name
@@ -131,6 +132,7 @@ class Contact(OwnedMixin, _Record, Model):
     phones = relationship("Phone", back_populates="contact", cascade="all, delete-orphan")
     emails = relationship("Email", back_populates="contact", cascade="all, delete-orphan")
     links = relationship("ContactCompany", back_populates="contact", cascade="all, delete-orphan")
+    documents = relationship("Document", back_populates="contact", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return self.full_name
@@ -293,8 +295,9 @@ class Document(Model):
     uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("ab_user.id", ondelete="SET NULL"))
     uploaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
-    contact = relationship(Contact)
-    company = relationship(Company)
+    contact = relationship(Contact, back_populates="documents")
+    company = relationship(Company, back_populates="documents")
+    uploaded_by = relationship("User")
 
 
 class Segment(OwnedMixin, Model):

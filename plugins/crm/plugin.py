@@ -3,7 +3,7 @@ from pathlib import Path
 
 from bigledger_core import __version__, hookimpl
 
-from . import models, services  # noqa: F401  (tables and flush rules)
+from . import documents, models, services  # noqa: F401  (tables, flush and commit rules)
 
 # Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
 _CRM = r"^(CRM|Crm.*)$"
@@ -56,3 +56,10 @@ def bigledger_load_demo(session, users):
     from .demo import load
 
     load(session, users)
+
+
+@hookimpl
+def bigledger_jobs():
+    return [{"id": "crm.documents_gc", "func": "plugins.crm.documents:collect_garbage", "trigger": "cron",
+             "trigger_args": {"hour": 3, "minute": 41}, "misfire_grace_time": 3600,
+             "label": {"zh": "清理无主文档文件", "en": "Remove unused document files"}}]

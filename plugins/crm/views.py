@@ -2,13 +2,13 @@
 search, duplicates and the 360° customer view."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, redirect, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, request, send_file, url_for
 from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import lazy_gettext as _l
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, NotFound
 
 from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
@@ -23,10 +23,12 @@ from .models import (
     ContactCompany,
     ContactRole,
     CustomField,
+    Document,
     Email,
     Phone,
     Tag,
 )
+from .documents import path_for, store
 from .queries import KINDS, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
 
@@ -238,8 +240,8 @@ class CustomerView(BaseView):
 
     route_base = "/crm/customer"
     class_permission_name = "CrmCustomer"
-    method_permission_name = {"show": "show"}
-    base_permissions = ["can_show"]
+    method_permission_name = {"show": "show", "upload": "edit", "download": "show", "delete_document": "edit"}
+    base_permissions = ["can_show", "can_edit"]
 
     @expose("/<kind>/<int:pk>")
     @has_access
@@ -248,6 +250,54 @@ class CustomerView(BaseView):
         data = customer_360(db.session, kind, record, g.user)
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
                                     locale=current_locale(), kinds=ACTIVITY_KINDS)
+
+    @expose("/<kind>/<int:pk>/documents", methods=["POST"])
+    @has_access
+    def upload(self, kind, pk):
+        record = _visible_record(kind, pk)
+        files = request.files.getlist("file")
+        if not files or not files[0].filename:
+            flash(str(_l("Choose a file to upload.")), "warning")
+        for upload in files:
+            try:
+                store(db.session, upload.stream, upload.filename, user_id=g.user.id,
+                      **{f"{kind}_id": record.id})
+                db.session.commit()
+                flash(str(_l("%(name)s uploaded.", name=upload.filename)), "success")
+            except CrmValidationError as exc:
+                db.session.rollback()
+                flash(str(exc), "danger")
+        return redirect(url_for("CustomerView.show", kind=kind, pk=pk))
+
+    @expose("/document/<int:pk>")
+    @has_access
+    def download(self, pk):
+        return _send_document(_visible_document(pk))
+
+    @expose("/document/<int:pk>/delete", methods=["POST"])
+    @has_access
+    def delete_document(self, pk):
+        document = _visible_document(pk)
+        kind, owner = ("contact", document.contact_id) if document.contact_id else ("company", document.company_id)
+        db.session.delete(document)
+        db.session.commit()
+        flash(str(_l("%(name)s deleted.", name=document.filename)), "success")
+        return redirect(url_for("CustomerView.show", kind=kind, pk=owner))
+
+
+def _visible_document(pk: int) -> Document:
+    document = db.session.get(Document, pk)
+    if document is None:
+        abort(404)
+    _visible_record("contact" if document.contact_id else "company", document.contact_id or document.company_id)
+    return document
+
+
+def _send_document(document: Document):
+    response = send_file(path_for(document.sha256), mimetype=document.content_type, as_attachment=True,
+                         download_name=document.filename, max_age=0)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _visible_record(kind: str, pk: int):
@@ -472,6 +522,81 @@ def _merge_endpoint(api, kind):
     return api.response(200, result={"survivor_id": survivor, "merged": [loser]})
 
 
+class DocumentApi(BaseApi):
+    """Upload, download and delete documents of a contact or company."""
+
+    resource_name = "crm/document"
+    class_permission_name = "CrmDocument"
+    method_permission_name = {"upload": "post", "download": "get", "delete": "post"}
+    openapi_spec_tag = "CRM"
+
+    @expose("/<kind>/<int:pk>", methods=["POST"])
+    @protect()
+    @safe
+    def upload(self, kind, pk):
+        """Upload one file (multipart field `file`) to a contact or company.
+        ---
+        post:
+          responses:
+            201: {description: the stored document}
+            400: {description: refused type, size or empty file}
+            404: {description: no such record, or not yours to see}
+        """
+        if kind not in KINDS:
+            return self.response_404()
+        try:
+            record = _visible_record(kind, pk)
+        except NotFound:
+            return self.response_404()
+        upload = request.files.get("file")
+        if upload is None:
+            return self.response_400(message=str(_l("file: send the file as multipart field 'file'")))
+        try:
+            document = store(db.session, upload.stream, upload.filename or "", user_id=g.user.id,
+                             **{f"{kind}_id": record.id})
+            db.session.commit()
+        except CrmValidationError as exc:
+            db.session.rollback()
+            return self.response_400(message=str(exc))
+        return self.response(201, id=document.id, filename=document.filename, size=document.size,
+                             sha256=document.sha256)
+
+    @expose("/<int:pk>/download", methods=["GET"])
+    @protect()
+    @safe
+    def download(self, pk):
+        """The document's file, if its contact or company is yours to see.
+        ---
+        get:
+          responses:
+            200: {description: the file}
+            404: {description: no such document, or not yours to see}
+        """
+        try:
+            return _send_document(_visible_document(pk))
+        except NotFound:
+            return self.response_404()
+
+    @expose("/<int:pk>", methods=["DELETE"])
+    @protect()
+    @safe
+    def delete(self, pk):
+        """Delete a document (its file goes when no other document uses the same content).
+        ---
+        delete:
+          responses:
+            200: {description: deleted}
+            404: {description: no such document, or not yours to see}
+        """
+        try:
+            document = _visible_document(pk)
+        except NotFound:
+            return self.response_404()
+        db.session.delete(document)
+        db.session.commit()
+        return self.response(200, message="OK")
+
+
 def register(appbuilder) -> None:
     """Add the CRM's screens and APIs (called by the plugin's `bigledger_register_views`)."""
     current_app.register_blueprint(blueprint)
@@ -485,5 +610,5 @@ def register(appbuilder) -> None:
     for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView):
         appbuilder.add_view_no_menu(view)
     for api in (CompanyApi, ContactApi, PhoneApi, EmailApi, AddressApi, ContactCompanyApi, ActivityApi, TagApi,
-                CrmApi):
+                CrmApi, DocumentApi):
         appbuilder.add_api(api)
