@@ -1,6 +1,7 @@
 """The application factory: Flask + Flask-AppBuilder + SQLAlchemy + Babel + the plugin host."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
                 template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"),
                 static_url_path="/static/bigledger")
     app.config.update(settings)
+    app.add_template_filter(json.loads, "from_json")
     host = plugin_host or PluginHost(offered=_offered(settings["BIGLEDGER_MODULES"]),
                                      strict=settings["BIGLEDGER_STRICT_PLUGINS"],
                                      extra_plugins=settings["BIGLEDGER_EXTRA_PLUGINS"])

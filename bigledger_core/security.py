@@ -124,9 +124,10 @@ class OwnedRecordsMixin:
     def pre_add(self, item) -> None:
         user = getattr(g, "user", None)
         if getattr(item, "owner_id", None) is None and user is not None and user.is_authenticated:
-            item.owner_id = user.id
+            # set the relationships too: a form may have set them to None, which would win at flush
+            item.owner_id, item.owner = user.id, user
             if getattr(item, "team_id", None) is None and getattr(user, "teams", None):
-                item.team_id = user.teams[0].id
+                item.team_id, item.team = user.teams[0].id, user.teams[0]
         super_pre_add = getattr(super(), "pre_add", None)
         if super_pre_add:
             super_pre_add(item)

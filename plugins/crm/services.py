@@ -156,7 +156,7 @@ def clean_custom(session: Session, entity: str, values: dict, *, partial: bool =
                 problems.append(Problem(label, gettext("is required")))
             continue
         try:
-            cleaned[key] = _convert(field, raw)
+            cleaned[key] = convert_custom(field, raw)
         except ValueError as exc:
             problems.append(Problem(label, str(exc)))
     if problems:
@@ -164,7 +164,8 @@ def clean_custom(session: Session, entity: str, values: dict, *, partial: bool =
     return cleaned
 
 
-def _convert(field: CustomField, raw):
+def convert_custom(field: CustomField, raw):
+    """One custom field value, converted to what is stored; ValueError (translated) when it cannot be."""
     kind = field.type
     if kind == "text":
         value = str(raw).strip()

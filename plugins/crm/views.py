@@ -29,6 +29,7 @@ from .models import (
     Tag,
 )
 from .documents import path_for, store
+from .forms import CustomFieldsFormMixin
 from .queries import KINDS, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
 
@@ -137,7 +138,8 @@ class ActivityView(ModelView):
             item.user_id = g.user.id
 
 
-class CompanyView(_NotMerged, OwnedRecordsMixin, ModelView):
+class CompanyView(CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+    custom_entity = "company"
     datamodel = SQLAInterface(Company)
     class_permission_name = "CrmCompany"
     list_title = _l("Companies")
@@ -160,7 +162,8 @@ class CompanyView(_NotMerged, OwnedRecordsMixin, ModelView):
         return redirect(url_for("CustomerView.show", kind="company", pk=pk))
 
 
-class ContactView(_NotMerged, OwnedRecordsMixin, ModelView):
+class ContactView(CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+    custom_entity = "contact"
     datamodel = SQLAInterface(Contact)
     class_permission_name = "CrmContact"
     list_title = _l("Contacts")

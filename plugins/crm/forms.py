@@ -1,0 +1,190 @@
+"""Screens for records with custom fields: the add and edit forms grow a field per active custom field
+(read at each request, so a field an admin adds appears at once), validated like the API and import."""
+from __future__ import annotations
+
+import json
+
+from flask import flash, g, has_request_context, request, url_for
+from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, DatePickerWidget, Select2ManyWidget, Select2Widget
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from wtforms import BooleanField, DateField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import InputRequired, Optional, ValidationError
+
+from bigledger_core.db import db
+
+from .i18n import option_label
+from .services import convert_custom, custom_fields, field_label
+
+PREFIX = "custom__"
+
+
+class _Checks:
+    """WTForms validator running the same conversion the API and import use."""
+
+    def __init__(self, definition):
+        self.definition = definition
+
+    def __call__(self, form, field):
+        if field.data in (None, "", []):
+            return
+        try:
+            convert_custom(self.definition, field.data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+def _field(definition):
+    label = field_label(definition)
+    checks = [InputRequired(message=gettext("is required")) if definition.required and definition.type != "boolean"
+              else Optional(), _Checks(definition)]
+    choices = [(str(o.get("value")), option_label(o)) for o in (definition.options or [])]
+    if definition.type == "date":
+        return DateField(label, validators=checks, widget=DatePickerWidget())
+    if definition.type == "boolean":
+        return BooleanField(label, validators=[Optional()])
+    if definition.type == "select":
+        return SelectField(label, choices=[("", "—"), *choices], validators=checks, widget=Select2Widget())
+    if definition.type == "multiselect":
+        return SelectMultipleField(label, choices=choices, validators=checks, widget=Select2ManyWidget())
+    return StringField(label, validators=checks, widget=BS3TextFieldWidget(),
+                       description=definition.pattern and _l("Format: %(pattern)s", pattern=definition.pattern))
+
+
+class CustomFieldsFormMixin:
+    """Mix into a ModelView whose model has a `custom` JSON column; set `custom_entity`."""
+
+    custom_entity = "contact"
+
+    def __init_subclass__(cls, **kwargs):
+        """Column lists a view declares become the base the properties below extend."""
+        super().__init_subclass__(**kwargs)
+        for name in ("add_columns", "edit_columns"):
+            if name in cls.__dict__ and not isinstance(cls.__dict__[name], property):
+                setattr(cls, f"_declared_{name}", cls.__dict__[name])
+                delattr(cls, name)
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__["_add_columns"] = list(getattr(self, "_declared_add_columns", []))
+        self.__dict__["_edit_columns"] = list(getattr(self, "_declared_edit_columns", []))
+        super().__init__(*args, **kwargs)
+
+    def _with_custom(self, base):
+        if base is None or not has_request_context():
+            return base
+        definitions = custom_fields(db.session, self.custom_entity)
+        if not definitions:
+            return base
+        attrs = {f"{PREFIX}{d.key}": _field(d) for d in definitions}
+        return type(f"{base.__name__}WithCustom", (base,), attrs)
+
+    @property
+    def add_form(self):
+        return self._with_custom(self.__dict__.get("_add_form"))
+
+    @add_form.setter
+    def add_form(self, value):
+        self.__dict__["_add_form"] = value
+
+    @property
+    def edit_form(self):
+        return self._with_custom(self.__dict__.get("_edit_form"))
+
+    @edit_form.setter
+    def edit_form(self, value):
+        self.__dict__["_edit_form"] = value
+
+    @property
+    def add_columns(self):
+        return self._columns_with_custom(self.__dict__.get("_add_columns", []))
+
+    @add_columns.setter
+    def add_columns(self, value):
+        self.__dict__["_add_columns"] = value
+
+    @property
+    def edit_columns(self):
+        return self._columns_with_custom(self.__dict__.get("_edit_columns", []))
+
+    @edit_columns.setter
+    def edit_columns(self, value):
+        self.__dict__["_edit_columns"] = value
+
+    def _columns_with_custom(self, columns):
+        if not has_request_context():  # FAB builds the view at start-up, before any field may exist
+            return columns
+        extra = [f"{PREFIX}{d.key}" for d in custom_fields(db.session, self.custom_entity)]
+        return [*columns, *[c for c in extra if c not in columns]]
+
+    def prefill_form(self, form, pk):
+        item = self.datamodel.get(pk)
+        for name, field in form._fields.items():
+            if name.startswith(PREFIX):
+                value = (item.custom or {}).get(name[len(PREFIX):])
+                if field.type == "DateField" and value:
+                    import datetime as dt
+
+                    value = dt.date.fromisoformat(value)
+                field.data = value
+
+    def _custom_from_form(self, item):
+        from .services import CrmValidationError, clean_custom
+
+        values = {}
+        for definition in custom_fields(db.session, self.custom_entity):
+            key = f"{PREFIX}{definition.key}"
+            if definition.type == "multiselect":
+                values[definition.key] = request.form.getlist(key)
+            elif definition.type == "boolean":
+                values[definition.key] = "1" if request.form.get(key) else "0"
+            else:
+                values[definition.key] = request.form.get(key, "")
+        kept = {k: v for k, v in (item.custom or {}).items() if k not in values}
+        try:
+            item.custom = {**kept, **clean_custom(db.session, self.custom_entity, values)}
+        except CrmValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    def pre_add(self, item):
+        self._custom_from_form(item)
+        super().pre_add(item)
+
+    def pre_update(self, item):
+        self._custom_from_form(item)
+        super_pre_update = getattr(super(), "pre_update", None)
+        if super_pre_update:
+            super_pre_update(item)
+
+    def _warn_duplicates(self, item):
+        from .normalize import InvalidValue, normalize_email, parse_phone
+        from .queries import likely_duplicates
+        from .services import phone_region
+
+        emails, phones = [], []
+        for email in item.emails:
+            try:
+                emails.append(normalize_email(email.address))
+            except InvalidValue:
+                pass
+        for phone in item.phones:
+            try:
+                phones.append(parse_phone(phone.raw, phone_region()))
+            except InvalidValue:
+                pass
+        name = getattr(item, "full_name", None) or getattr(item, "name", None)
+        company_ids = [link.company_id for link in getattr(item, "links", [])] if self.custom_entity == "contact" \
+            else []
+        found = likely_duplicates(db.session, self.custom_entity, emails=emails, phones=phones, name=name,
+                                  company_ids=company_ids, exclude_id=item.id, user=g.user)
+        if self.custom_entity == "company":  # same name is enough for companies
+            found = [d for d in found if d["id"] != item.id]
+        if found:
+            flash(json.dumps({"text": gettext("Possible duplicates, please check:"), "links": [
+                [d["name"], url_for("CustomerView.show", kind=self.custom_entity, pk=d["id"])] for d in found]}),
+                "links")
+
+    def post_add(self, item):
+        self._warn_duplicates(item)
+
+    def post_update(self, item):
+        self._warn_duplicates(item)
