@@ -216,6 +216,8 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "RATELIMIT_ENABLED": True,
         "RATELIMIT_STORAGE_URI": setting("BIGLEDGER_RATELIMIT_STORAGE_URI"),
         "WTF_CSRF_ENABLED": True,
+        # no request body above this is read at all (imports take up to 50 MB, documents less)
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "BABEL_DEFAULT_LOCALE": setting("BIGLEDGER_DEFAULT_LOCALE"),

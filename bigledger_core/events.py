@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 _PENDING = "bigledger_pending_events"  # ids to deliver after commit
 _ROWS = "bigledger_outbox_rows"  # outbox and delivery rows to write before commit
 _ENABLED = "bigledger_enabled_modules"  # the enabled modules, read once per transaction
+_MARKS = "bigledger_savepoint_marks"  # event counts when each open SAVEPOINT began
 STATUSES = ("pending", "failed", "dead", "delivered")
 _RETRYABLE = ("pending", "failed")
 _MAX_DELAY = dt.timedelta(hours=6)
@@ -110,20 +111,44 @@ def emit(session: Session, name: str, payload: dict[str, Any]) -> Event:
     if _ENABLED not in session.info:  # read once per transaction
         session.info[_ENABLED] = enabled_modules(host, session)
     subscribers = [impl.plugin_name for impl in host.hookimpls(name, session.info[_ENABLED])]
+    if not subscribers:  # deliveries are fanned out now, so nobody could ever receive it
+        return event
     rows = session.info.setdefault(_ROWS, ([], []))
     rows[0].append({"id": event.id, "name": name, "version": etype.version, "payload": data,
                     "occurred_at": event.occurred_at})
     rows[1].extend({"event_id": event.id, "subscriber": plugin, "status": "pending", "attempts": 0,
                     "next_attempt_at": event.occurred_at} for plugin in subscribers)
-    if subscribers:
-        session.info.setdefault(_PENDING, []).append(event.id)
+    session.info.setdefault(_PENDING, []).append(event.id)
     return event
+
+
+@sa_event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction) -> None:
+    """Remember how many events a SAVEPOINT starts with, so rolling it back drops the ones it emitted."""
+    if transaction.nested:
+        events, deliveries = session.info.get(_ROWS, ([], []))
+        session.info.setdefault(_MARKS, {})[id(transaction)] = (
+            len(events), len(deliveries), len(session.info.get(_PENDING, [])))
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_savepoint_events(session: Session, previous_transaction) -> None:
+    marks = session.info.get(_MARKS, {}).pop(id(previous_transaction), None)
+    if previous_transaction.nested and marks is not None:
+        events, deliveries = session.info.get(_ROWS, ([], []))
+        del events[marks[0]:], deliveries[marks[1]:]
+        del session.info.get(_PENDING, [])[marks[2]:]
 
 
 @sa_event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
     """Write the transaction's events in two multi-row INSERTs, just before it commits."""
+    if session.in_nested_transaction():  # releasing a SAVEPOINT: the events wait for the real commit
+        return
+    if session._is_clean() is False:  # pending changes may emit events while they flush
+        session.flush()
     session.info.pop(_ENABLED, None)
+    session.info.pop(_MARKS, None)
     events, deliveries = session.info.pop(_ROWS, ([], []))
     if events:
         session.execute(insert(OutboxEvent), events)
@@ -133,6 +158,8 @@ def _write_outbox(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     ids = session.info.pop(_PENDING, [])
     if not ids or not has_app_context():
         return  # the scheduler delivers what is left
@@ -146,7 +173,10 @@ def _after_commit(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    for key in (_PENDING, _ROWS, _ENABLED):
+    root = session.get_transaction()
+    if root is not None and root.is_active:
+        return  # only a SAVEPOINT rolled back: `_drop_savepoint_events` handles it
+    for key in (_PENDING, _ROWS, _ENABLED, _MARKS):
         session.info.pop(key, None)
 
 

@@ -121,3 +121,41 @@ def crm_customer_panels(customer):
     """Called when a customer's 360° view is built. Return a list of panels: dicts with `title`
     ({"zh", "en"}) and `rows` (list of [label, value] pairs, values already formatted), optionally
     `url`. Keep it to a few quick queries: the view must stay fast."""
+
+
+# -- CRM events: delivered after the change commits ---------------------------------------------------
+
+@hookspec
+def crm_contact_created(event):
+    """Event, after a contact was created (screen, API, import…). `event.payload`: `id`, `name`,
+    `owner_id`, `team_id`, `external_id`. Returns nothing."""
+
+
+@hookspec
+def crm_contact_updated(event):
+    """Event, after a contact was changed. `event.payload`: as `crm_contact_created` plus `changed`
+    (the names of the changed fields). Returns nothing."""
+
+
+@hookspec
+def crm_contact_merged(event):
+    """Event, after a contact was merged into another. `event.payload`: `survivor_id`, `merged_id`.
+    Returns nothing."""
+
+
+@hookspec
+def crm_company_created(event):
+    """Event, after a company was created. `event.payload`: `id`, `name`, `owner_id`, `team_id`,
+    `external_id`. Returns nothing."""
+
+
+@hookspec
+def crm_company_updated(event):
+    """Event, after a company was changed. `event.payload`: as `crm_company_created` plus `changed`.
+    Returns nothing."""
+
+
+@hookspec
+def crm_company_merged(event):
+    """Event, after a company was merged into another. `event.payload`: `survivor_id`, `merged_id`.
+    Returns nothing."""

@@ -236,3 +236,32 @@ def test_delivered_events_are_purged_after_the_retention_period(two_subscribers)
         left = db.session.scalars(select(OutboxEvent.payload)).all()
         assert [p["id"] for p in left] == [2]
         assert {d.status for d in db.session.scalars(select(EventDelivery))} == {"delivered", "dead"}
+
+
+def test_an_event_nobody_subscribes_to_is_checked_but_not_stored(app):
+    from bigledger_core.modules import disable_module
+
+    with app.test_request_context():
+        disable_module("sample", by="test")
+        with pytest.raises(EventError):
+            emit(db.session, "bigledger_inbound_message", {"id": "x"})
+        emit(db.session, "bigledger_inbound_message", payload())
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
+            OutboxEvent.name == "bigledger_inbound_message")) == 0
+
+
+def test_events_of_a_rolled_back_savepoint_are_dropped_and_the_rest_wait_for_the_real_commit(two_subscribers):
+    app = two_subscribers
+    with app.app_context():
+        kept = emit(db.session, "bigledger_inbound_message", payload(1))
+        savepoint = db.session.begin_nested()
+        emit(db.session, "bigledger_inbound_message", payload(2))
+        savepoint.rollback()
+        with db.session.begin_nested():  # released, not committed: nothing is delivered yet
+            inner = emit(db.session, "bigledger_inbound_message", payload(3))
+        assert listener.RECEIVED == []
+        db.session.commit()
+        stored = sorted(p["id"] for p in db.session.scalars(select(OutboxEvent.payload)))
+    assert stored == [1, 3]
+    assert sorted(e.id for e in listener.RECEIVED) == sorted([kept.id, inner.id])

@@ -3,12 +3,12 @@ from pathlib import Path
 
 from bigledger_core import __version__, hookimpl
 
-from . import documents, models, services  # noqa: F401  (tables, flush and commit rules)
+from . import documents, events, models, services  # noqa: F401  (tables, flush and commit rules)
 
 # Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
 _CRM = r"^(CRM|Crm.*)$"
 _READ = r"^(can_list|can_show|can_get|can_info|can_download|menu_access)$"
-_WRITE = r"^(can_list|can_show|can_add|can_edit|can_get|can_post|can_put|can_info|can_download|menu_access|can_.*_action|mulexport)$"
+_WRITE = r"^(can_list|can_show|can_add|can_edit|can_get|can_post|can_put|can_info|can_download|can_import|menu_access|can_.*_action|mulexport)$"
 _API = r"^(can_get|can_post|can_put|can_delete|can_info)$"
 
 
@@ -25,7 +25,7 @@ def bigledger_manifest():
 def bigledger_roles():
     return [
         {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
-        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
+        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
         {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company|Tag|Import).*)$", _WRITE)]},
         {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Customer|Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
@@ -46,9 +46,14 @@ def bigledger_cli_commands():
 
 @hookimpl
 def bigledger_register_views(appbuilder):
+    from flask_babel import lazy_gettext as _l
+
+    from .import_views import CrmImportView
     from .views import register
 
     register(appbuilder)
+    appbuilder.add_view(CrmImportView, "Import", label=_l("Import"), icon="fa-upload",
+                        category="CRM", category_label=_l("CRM"))
 
 
 @hookimpl
@@ -63,3 +68,8 @@ def bigledger_jobs():
     return [{"id": "crm.documents_gc", "func": "plugins.crm.documents:collect_garbage", "trigger": "cron",
              "trigger_args": {"hour": 3, "minute": 41}, "misfire_grace_time": 3600,
              "label": {"zh": "清理无主文档文件", "en": "Remove unused document files"}}]
+
+
+@hookimpl
+def bigledger_event_types():
+    return events.event_types()

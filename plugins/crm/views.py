@@ -610,8 +610,11 @@ def register(appbuilder) -> None:
     appbuilder.add_view(TagView, "Tags", label=_l("Tags"), icon="fa-tags", **category)
     appbuilder.add_view(CustomFieldView, "Custom fields", label=_l("Custom fields"), icon="fa-sliders", **category)
     appbuilder.add_view(ContactRoleView, "Contact roles", label=_l("Contact roles"), icon="fa-id-badge", **category)
-    for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView):
+    from .segment_views import SegmentApi, SegmentMembersApi, SegmentMembersView, SegmentView
+
+    appbuilder.add_view(SegmentView, "Segments", label=_l("Segments"), icon="fa-filter", **category)
+    for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView, SegmentMembersView):
         appbuilder.add_view_no_menu(view)
     for api in (CompanyApi, ContactApi, PhoneApi, EmailApi, AddressApi, ContactCompanyApi, ActivityApi, TagApi,
-                CrmApi, DocumentApi):
+                CrmApi, DocumentApi, SegmentApi, SegmentMembersApi):
         appbuilder.add_api(api)

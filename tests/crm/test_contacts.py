@@ -252,3 +252,24 @@ def test_reps_cannot_merge(app, client, world):
     response = client.post("/api/v1/crm/merge/contact", json={"survivor_id": world["zhang"],
                                                               "loser_id": world["lee"]}, headers=h)
     assert response.status_code in (401, 403)
+
+
+def test_every_way_of_writing_a_contact_emits_its_event(app, client, world):
+    from bigledger_core.models import OutboxEvent
+    from tests.sample_plugin import plugin as sample
+
+    received = []
+    original = getattr(sample, "crm_contact_updated", None)
+    assert original is not None
+    sample.CRM_EVENTS.clear()
+    h = auth(client)
+    created = client.post("/api/v1/crm/contact/", json={"full_name": "赵敏"}, headers=h).get_json()["id"]
+    client.put(f"/api/v1/crm/contact/{created}", json={"title": "经理"}, headers=h)
+    client.post("/api/v1/crm/merge/contact", json={"survivor_id": world["zhang"], "loser_id": created}, headers=h)
+    received = [(e.name, e.payload.get("id") or e.payload.get("merged_id")) for e in sample.CRM_EVENTS]
+    assert received == [("crm_contact_created", created), ("crm_contact_updated", created),
+                        ("crm_contact_merged", created)]
+    assert sample.CRM_EVENTS[1].payload["changed"] == ["title"]
+    with app.app_context():
+        # the two contacts of the fixture, then this one created, updated and merged
+        assert db.session.query(OutboxEvent).filter(OutboxEvent.name.like("crm_contact_%")).count() == 5

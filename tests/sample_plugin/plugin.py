@@ -146,3 +146,21 @@ def crm_timeline_entries(customer, limit):
 @hookimpl
 def crm_customer_panels(customer):
     return [{"title": {"zh": "样例面板", "en": "Sample panel"}, "rows": [["客户 / customer", customer.name]]}]
+
+
+CRM_EVENTS = []  # CRM contact events delivered to this plugin
+
+
+@hookimpl
+def crm_contact_created(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_contact_updated(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_contact_merged(event):
+    CRM_EVENTS.append(event)
