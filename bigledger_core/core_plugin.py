@@ -17,7 +17,7 @@ from .plugins import hookimpl
 _SECURITY_VIEWS = r"(User.*|Role.*|Permission.*|ViewMenu.*|Group.*|RegisterUser.*|ApiKey.*|Modules|Teams" \
                   r"|Security|System.*|List Users|List Roles|List Groups|Base Permissions|Views/Menus|User's Statistics" \
                   r"|Permission on Views/Menus|API Keys)"
-_READ = r"(can_list|can_show|can_get|can_info|can_download|menu_access)"
+_READ = r"(can_list|can_show|can_get|can_info|can_download|can_export|menu_access)"
 
 
 @hookimpl

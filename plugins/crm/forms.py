@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from flask import flash, g, has_request_context, request, url_for
+from flask_appbuilder import expose, has_access
 from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, DatePickerWidget, Select2ManyWidget, Select2Widget
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
@@ -188,3 +189,42 @@ class CustomFieldsFormMixin:
 
     def post_update(self, item):
         self._warn_duplicates(item)
+
+
+class ListExportMixin:
+    """CSV and Excel export of a list with the filters and order it currently shows."""
+
+    list_template = "crm/list.html"
+
+    def render_template(self, template, **kwargs):
+        return super().render_template(template, view_name=type(self).__name__, **kwargs)
+
+    @expose("/export/<fmt>")
+    @has_access
+    def export(self, fmt):
+        import datetime as dt
+        import tempfile
+
+        from flask import abort, send_file
+        from flask_appbuilder.urltools import get_filter_args, get_order_args
+
+        from .exporter import company_rows, contact_rows, export_columns, export_table
+
+        if fmt not in {"csv", "xlsx"}:
+            abort(404)
+        get_filter_args(self._filters, disallow_if_not_in_search=False)
+        filters = self._base_filters.get_joined_filters(self._filters)
+        order_column, order_direction = get_order_args().get(type(self).__name__, ("", ""))
+        if not order_column and self.base_order:
+            order_column, order_direction = self.base_order
+        model = self.datamodel.obj
+        query = self.datamodel.apply_all(db.session.query(model.id), filters, order_column or "id",
+                                         order_direction or "asc")
+        rows = (contact_rows if self.custom_entity == "contact" else company_rows)(db.session, query.statement)
+        out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+        export_table(rows, export_columns(db.session, self.custom_entity), fmt, out)
+        out.seek(0)
+        name = f"{'contacts' if self.custom_entity == 'contact' else 'companies'}-{dt.date.today().isoformat()}.{fmt}"
+        mimetype = "text/csv" if fmt == "csv" else \
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        return send_file(out, mimetype=mimetype, as_attachment=True, download_name=name)

@@ -7,8 +7,8 @@ from . import documents, events, models, services  # noqa: F401  (tables, flush 
 
 # Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
 _CRM = r"^(CRM|Crm.*)$"
-_READ = r"^(can_list|can_show|can_get|can_info|can_download|menu_access)$"
-_WRITE = r"^(can_list|can_show|can_add|can_edit|can_get|can_post|can_put|can_info|can_download|can_import|menu_access|can_.*_action|mulexport)$"
+_READ = r"^(can_list|can_show|can_get|can_info|can_download|can_export|menu_access)$"
+_WRITE = r"^(can_list|can_show|can_add|can_edit|can_get|can_post|can_put|can_info|can_download|can_export|can_import|menu_access|can_.*_action|mulexport)$"
 _API = r"^(can_get|can_post|can_put|can_delete|can_info)$"
 
 

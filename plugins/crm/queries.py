@@ -179,7 +179,8 @@ def _pairs(session: Session, statement) -> dict:
     return {key: value for key, value in session.execute(statement).all()}
 
 
-def customer_360(session: Session, kind: str, record, user) -> dict[str, Any]:
+def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
+                 kinds: list[str] | None = None) -> dict[str, Any]:
     """Everything about one customer in a handful of queries: profile, hierarchy, people, activities,
     documents, and the panels of other modules."""
     ref = customer_ref(session, kind, record)
@@ -224,6 +225,11 @@ def customer_360(session: Session, kind: str, record, user) -> dict[str, Any]:
         data["companies"] = [{"id": r[0], "name": r[1], "role": r[2], "role_en": r[3], "primary": r[4]}
                              for r in companies]
     data.update(_details(session, kind, record.id))
+    data["duplicates"] = likely_duplicates(
+        session, kind, emails=[e["address"] for e in data["emails"]],
+        phones=[p["e164"] for p in data["phones"] if p["e164"]],
+        name=record.full_name if kind == "contact" else record.name,
+        company_ids=[c["id"] for c in data.get("companies", [])], exclude_id=record.id, user=user)
     data["tags"] = [{"id": t.id, "name": t.name, "color": t.color} for t in record.tags]
     data["custom"] = _custom(session, kind, record.custom or {})
     column = Document.contact_id if kind == "contact" else Document.company_id
@@ -233,7 +239,7 @@ def customer_360(session: Session, kind: str, record, user) -> dict[str, Any]:
                                                   .order_by(Document.uploaded_at.desc()).limit(50))]
     data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
         _activity_scope(ref)).group_by(Activity.kind))
-    data["timeline"] = timeline(session, ref)
+    data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)
     host = current_app.extensions["bigledger"]
     from bigledger_core.modules import enabled_modules
 

@@ -29,7 +29,7 @@ from .models import (
     Tag,
 )
 from .documents import path_for, store
-from .forms import CustomFieldsFormMixin
+from .forms import CustomFieldsFormMixin, ListExportMixin
 from .queries import KINDS, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
 
@@ -48,6 +48,7 @@ LABELS = {
     "label_en": _l("English label"), "type": _l("Type"), "required": _l("Required"),
     "pattern": _l("Validation pattern"), "options": _l("Choices"), "position": _l("Position"), "active": _l("Active"),
     "entity": _l("Record type"), "key": _l("Key"), "created_at": _l("Created"), "updated_at": _l("Updated"),
+    "parent_id": _l("Parent company"), "owner_id": _l("Owner"), "team_id": _l("Team"),
 }
 
 
@@ -138,7 +139,7 @@ class ActivityView(ModelView):
             item.user_id = g.user.id
 
 
-class CompanyView(CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     custom_entity = "company"
     datamodel = SQLAInterface(Company)
     class_permission_name = "CrmCompany"
@@ -162,7 +163,7 @@ class CompanyView(CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelVie
         return redirect(url_for("CustomerView.show", kind="company", pk=pk))
 
 
-class ContactView(CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     custom_entity = "contact"
     datamodel = SQLAInterface(Contact)
     class_permission_name = "CrmContact"
@@ -243,16 +244,45 @@ class CustomerView(BaseView):
 
     route_base = "/crm/customer"
     class_permission_name = "CrmCustomer"
-    method_permission_name = {"show": "show", "upload": "edit", "download": "show", "delete_document": "edit"}
-    base_permissions = ["can_show", "can_edit"]
+    method_permission_name = {"show": "show", "upload": "edit", "download": "show", "delete_document": "edit",
+                              "merge": "merge"}
+    base_permissions = ["can_show", "can_edit", "can_merge"]
+
+    @expose("/<kind>/<int:pk>/merge", methods=["GET", "POST"])
+    @has_access
+    def merge(self, kind, pk):
+        """Compare this record with another, choose field by field, and merge the other into this one."""
+        from .merge import MERGEABLE, merge
+
+        record = _visible_record(kind, pk)
+        other_id = request.values.get("other", type=int)
+        if other_id is None:
+            abort(404)
+        other = _visible_record(kind, other_id)
+        if request.method == "POST":
+            take = {field: "loser" for field in MERGEABLE[kind] if request.form.get(f"take_{field}") == "other"}
+            try:
+                merge(db.session, kind, record.id, other.id, take)
+                db.session.commit()
+            except CrmValidationError as exc:
+                db.session.rollback()
+                flash(str(exc), "danger")
+                return redirect(url_for("CustomerView.show", kind=kind, pk=pk))
+            flash(str(_l("%(other)s was merged into %(name)s.", other=str(other), name=str(record))), "success")
+            return redirect(url_for("CustomerView.show", kind=kind, pk=pk))
+        fields = [(f, LABELS.get(f.removesuffix("_id"), f), getattr(record, f), getattr(other, f))
+                  for f in MERGEABLE[kind]]
+        return self.render_template("crm/merge.html", kind=kind, record=record, other=other, fields=fields)
 
     @expose("/<kind>/<int:pk>")
     @has_access
     def show(self, kind, pk):
         record = _visible_record(kind, pk)
-        data = customer_360(db.session, kind, record, g.user)
+        chosen = [k for k in request.args.getlist("kind") if k]
+        data = customer_360(db.session, kind, record, g.user, page=request.args.get("page", 1, type=int),
+                            kinds=chosen)
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
-                                    locale=current_locale(), kinds=ACTIVITY_KINDS)
+                                    locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen)
 
     @expose("/<kind>/<int:pk>/documents", methods=["POST"])
     @has_access
@@ -497,7 +527,9 @@ class CrmApi(BaseApi):
         record = (query.filter(clause) if clause is not None else query).one_or_none()
         if record is None:
             return self.response_404()
-        return self.response(200, result=customer_360(db.session, kind, record, g.user))
+        kinds = [k for k in request.args.getlist("kind") if k]
+        return self.response(200, result=customer_360(db.session, kind, record, g.user,
+                                                      page=request.args.get("page", 1, type=int), kinds=kinds))
 
 
 blueprint = Blueprint("crm_assets", __name__, template_folder="templates")

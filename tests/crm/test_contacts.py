@@ -273,3 +273,21 @@ def test_every_way_of_writing_a_contact_emits_its_event(app, client, world):
     with app.app_context():
         # the two contacts of the fixture, then this one created, updated and merged
         assert db.session.query(OutboxEvent).filter(OutboxEvent.name.like("crm_contact_%")).count() == 5
+
+
+def test_the_timeline_pages_and_filters_by_type(app, client, world):
+    with app.app_context():
+        base = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+        db.session.add_all([Activity(kind="call" if n % 2 else "email", subject=f"第{n}次联系", contact_id=world["zhang"],
+                                     occurred_at=base + dt.timedelta(hours=n)) for n in range(60)])
+        db.session.commit()
+    h = auth(client)
+    url = f"/api/v1/crm/customer/contact/{world['zhang']}/360"
+    second = client.get(url, query_string={"page": 2}, headers=h).get_json()["result"]["timeline"]
+    assert second["page"] == 2 and second["total"] == 61  # 60 activities and the sample module's entry
+    assert [e["title"] for e in second["entries"][:2]] == ["第34次联系", "第33次联系"]
+    calls = client.get(url, query_string={"kind": "call"}, headers=h).get_json()["result"]["timeline"]
+    assert calls["total"] == 30 and {e["kind"] for e in calls["entries"]} == {"call"}
+    login(client, "admin")
+    page = client.get(f"/crm/customer/contact/{world['zhang']}?page=2&kind=email").get_data(as_text=True)
+    assert "第8次联系" in page and "第9次联系" not in page and 'id="bl-timeline-pager"' in page

@@ -66,3 +66,76 @@ def test_saving_a_likely_duplicate_warns_with_a_link(app, client):
                        follow_redirects=True).get_data(as_text=True)
     assert "可能重复" in page or "Possible duplicates" in page
     assert f'href="/crm/customer/contact/{first_id}"' in page
+
+
+def test_a_list_exports_what_it_shows_with_its_filter(app, client):
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    add_user(app, "rep", "Sales Rep")
+    add_user(app, "rep2", "Sales Rep")
+    with app.app_context():
+        sm = app.appbuilder.sm
+        rep, rep2 = sm.find_user(username="rep").id, sm.find_user(username="rep2").id
+        db.session.add_all([Contact(full_name="张伟", title="采购经理", owner_id=rep),
+                            Contact(full_name="张敏", title="销售", owner_id=rep),
+                            Contact(full_name="王芳", owner_id=rep),
+                            Contact(full_name="张强", owner_id=rep2)])
+        db.session.commit()
+    login(client, "rep")
+    listing = client.get("/contactview/list/?_flt_2_full_name=张").get_data(as_text=True)
+    assert 'name="export-csv"' in listing and "_flt_2_full_name" in listing
+    response = client.get("/contactview/export/csv?_flt_2_full_name=张")
+    assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
+    names = sorted(row[rows[0].index("姓名")] for row in rows[1:])
+    assert names == ["张伟", "张敏"]  # 王芳 is filtered out, 张强 belongs to another rep
+    workbook = load_workbook(io.BytesIO(client.get("/contactview/export/xlsx").data), read_only=True)
+    values = [row for row in workbook.active.iter_rows(values_only=True)]
+    assert len(values) == 4 and "王芳" in {cell for row in values for cell in row}
+    assert client.get("/contactview/export/pdf").status_code == 404
+
+
+def test_a_manager_compares_and_merges_a_duplicate_from_the_360_page(app, client):
+    add_user(app, "manager", "Sales Manager")
+    with app.app_context():
+        mine = app.appbuilder.sm.find_user(username="manager").id
+        first = Contact(full_name="刘洋", title="经理", owner_id=mine)
+        twin = Contact(full_name="刘洋", title="采购总监", owner_id=mine)
+        db.session.add_all([first, twin])
+        db.session.flush()
+        db.session.add_all([Email(contact_id=first.id, address="liuyang@example.com"),
+                            Email(contact_id=twin.id, address="LiuYang@example.com"),
+                            Phone(contact_id=twin.id, raw="13500135000")])
+        db.session.commit()
+        first_id, twin_id = first.id, twin.id
+    login(client, "manager")
+    page = client.get(f"/crm/customer/contact/{first_id}").get_data(as_text=True)
+    assert f"/crm/customer/contact/{first_id}/merge?other={twin_id}" in page
+    compare = client.get(f"/crm/customer/contact/{first_id}/merge?other={twin_id}").get_data(as_text=True)
+    assert "采购总监" in compare and 'name="take_title"' in compare
+    token = csrf_token(client, f"/crm/customer/contact/{first_id}/merge?other={twin_id}")
+    done = client.post(f"/crm/customer/contact/{first_id}/merge", data={
+        "csrf_token": token, "other": twin_id, "take_title": "other"}, follow_redirects=True)
+    assert done.status_code == 200
+    with app.app_context():
+        survivor = db.session.get(Contact, first_id)
+        assert survivor.title == "采购总监" and [p.e164 for p in survivor.phones] == ["+8613500135000"]
+        assert db.session.get(Contact, twin_id).merged_into_id == first_id
+
+
+def test_a_sales_rep_cannot_merge_on_the_screen(app, client):
+    add_user(app, "rep", "Sales Rep")
+    with app.app_context():
+        rep = app.appbuilder.sm.find_user(username="rep").id
+        a, b = Contact(full_name="甲", owner_id=rep), Contact(full_name="乙", owner_id=rep)
+        db.session.add_all([a, b])
+        db.session.commit()
+        a_id, b_id = a.id, b.id
+    login(client, "rep")
+    response = client.get(f"/crm/customer/contact/{a_id}/merge?other={b_id}")
+    assert response.status_code in (302, 403)
+    with app.app_context():
+        assert db.session.get(Contact, b_id).merged_into_id is None
