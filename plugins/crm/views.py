@@ -29,6 +29,7 @@ from .models import (
     Tag,
 )
 from .documents import path_for, store
+from .filters import CrmInterface
 from .forms import CustomFieldsFormMixin, ListExportMixin
 from .queries import KINDS, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
@@ -141,7 +142,7 @@ class ActivityView(ModelView):
 
 class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     custom_entity = "company"
-    datamodel = SQLAInterface(Company)
+    datamodel = CrmInterface(Company)
     class_permission_name = "CrmCompany"
     list_title = _l("Companies")
     show_title = _l("Company")
@@ -152,7 +153,7 @@ class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
                                   "status", "parent", "external_id", "owner", "team", "tags"]
     show_columns = add_columns + ["created_at", "updated_at"]
     search_columns = ["name", "name_en", "industry", "region", "status", "parent", "owner", "team", "tags",
-                      "external_id", "created_at"]
+                      "external_id", "custom", "created_at"]
     order_columns = ["name", "industry", "region", "status"]
     label_columns = LABELS
     related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
@@ -165,7 +166,7 @@ class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
 
 class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     custom_entity = "contact"
-    datamodel = SQLAInterface(Contact)
+    datamodel = CrmInterface(Contact)
     class_permission_name = "CrmContact"
     list_title = _l("Contacts")
     show_title = _l("Contact")
@@ -175,7 +176,8 @@ class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
     add_columns = edit_columns = ["full_name", "family_name", "given_name", "name_en", "title", "external_id",
                                   "owner", "team", "tags"]
     show_columns = add_columns + ["created_at", "updated_at"]
-    search_columns = ["full_name", "name_en", "title", "owner", "team", "tags", "external_id", "created_at"]
+    search_columns = ["full_name", "name_en", "title", "owner", "team", "tags", "external_id", "custom",
+                      "created_at"]
     order_columns = ["full_name", "title"]
     label_columns = LABELS
     related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
@@ -363,7 +365,7 @@ class _NullableColumns:
 
 class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/company"
-    datamodel = SQLAInterface(Company)
+    datamodel = CrmInterface(Company)
     class_permission_name = "CrmCompany"
     list_columns = ["id", "name", "name_en", "industry", "region", "status", "parent_id", "owner_id", "team_id",
                     "external_id", "custom", "version"]
@@ -371,7 +373,7 @@ class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     add_columns = ["name", "name_en", "legal_name", "industry", "employees", "region", "website",
                    "status", "parent_id", "external_id", "owner_id", "team_id", "custom"]
     edit_columns = [*add_columns, "version"]
-    search_columns = ["name", "industry", "region", "status", "parent_id", "owner_id", "external_id"]
+    search_columns = ["name", "industry", "region", "status", "parent_id", "owner_id", "external_id", "custom"]
     order_columns = ["name", "id", "industry", "region"]
     base_filters = _NotMerged.base_filters
 
@@ -391,7 +393,7 @@ class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
 
 class ContactApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/contact"
-    datamodel = SQLAInterface(Contact)
+    datamodel = CrmInterface(Contact)
     class_permission_name = "CrmContact"
     list_columns = ["id", "full_name", "family_name", "given_name", "name_en", "title", "owner_id", "team_id",
                     "external_id", "custom", "version"]
@@ -399,7 +401,7 @@ class ContactApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     add_columns = ["full_name", "family_name", "given_name", "name_en", "title", "external_id",
                    "owner_id", "team_id", "custom"]
     edit_columns = [*add_columns, "version"]
-    search_columns = ["full_name", "title", "owner_id", "external_id"]
+    search_columns = ["full_name", "title", "owner_id", "external_id", "custom"]
     order_columns = ["full_name", "id"]
     base_filters = _NotMerged.base_filters
 

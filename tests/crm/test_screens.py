@@ -139,3 +139,29 @@ def test_a_sales_rep_cannot_merge_on_the_screen(app, client):
     assert response.status_code in (302, 403)
     with app.app_context():
         assert db.session.get(Contact, b_id).merged_into_id is None
+
+
+def test_lists_and_the_api_filter_by_custom_fields(app, client):
+    from tests.conftest import api_token
+
+    add_user(app, "admin", "Admin")
+    with app.app_context():
+        db.session.add(CustomField(entity="contact", key="tier", label="等级", label_en="Tier", type="select",
+                                   options=[{"value": "gold", "label": "金卡"}, {"value": "silver", "label": "银卡"}]))
+        db.session.add_all([Contact(full_name="金先生", custom={"tier": "gold", "score": 5}),
+                            Contact(full_name="银女士", custom={"tier": "silver"}),
+                            Contact(full_name="无等级")])
+        db.session.commit()
+    login(client, "admin")
+    page = client.get("/contactview/list/?_flt_0_custom=tier%3Dgold").get_data(as_text=True)
+    assert "金先生" in page and "银女士" not in page and "无等级" not in page
+    page = client.get("/contactview/list/?_flt_1_custom=tier%3DSIL").get_data(as_text=True)
+    assert "银女士" in page and "金先生" not in page
+    page = client.get("/contactview/list/?_flt_0_custom=score%3D5").get_data(as_text=True)
+    assert "金先生" in page and "银女士" not in page  # numbers compare as text
+    h = {"Authorization": f"Bearer {api_token(client, 'admin')}"}
+    result = client.get("/api/v1/crm/contact/?q=(filters:!((col:custom,opr:cf_eq,value:'tier=silver')))",
+                        headers=h).get_json()["result"]
+    assert [c["full_name"] for c in result] == ["银女士"]
+    nothing = client.get("/api/v1/crm/contact/?q=(filters:!((col:custom,opr:cf_eq,value:'no-key')))", headers=h)
+    assert nothing.get_json()["count"] == 0
