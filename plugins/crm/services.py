@@ -88,6 +88,34 @@ def _before_flush(session: Session, _context, _instances) -> None:
     _audit(session)
 
 
+@event.listens_for(Session, "after_flush")
+def _one_primary(session: Session, _context) -> None:
+    """Marking a phone, e-mail, address or company link primary makes the others of its owner secondary."""
+    from sqlalchemy import update
+
+    from .models import ContactCompany
+
+    for obj in list(session.new) + list(session.dirty):
+        if isinstance(obj, (Phone, Email, Address)) and obj.is_primary:
+            owner = "contact_id" if obj.contact_id is not None else "company_id"
+            column = getattr(type(obj), owner)
+            siblings = update(type(obj)).where(column == getattr(obj, owner), type(obj).id != obj.id,
+                                               type(obj).is_primary.is_(True))
+        elif isinstance(obj, ContactCompany) and obj.is_primary:
+            siblings = update(ContactCompany).where(ContactCompany.contact_id == obj.contact_id,
+                                                    ContactCompany.id != obj.id, ContactCompany.is_primary.is_(True))
+        else:
+            continue
+        session.execute(siblings.values(is_primary=False).execution_options(synchronize_session=False))
+        for other in session.identity_map.values():  # keep loaded objects in step
+            if type(other) is type(obj) and other is not obj and getattr(other, "is_primary", False) and (
+                    (getattr(other, "contact_id", None), getattr(other, "company_id", None))
+                    == (getattr(obj, "contact_id", None), getattr(obj, "company_id", None))):
+                from sqlalchemy.orm.attributes import set_committed_value
+
+                set_committed_value(other, "is_primary", False)
+
+
 # -- hierarchy -----------------------------------------------------------------------------------------
 
 def ancestors(session: Session, company_id: int) -> list[int]:

@@ -87,9 +87,43 @@ def _check_custom(entity: str, item) -> None:
         raise BadRequest(str(exc)) from None
 
 
+class _DetailChecks:
+    """Phones and e-mails are checked wherever they are written: a bad one is refused, naming it."""
+
+    def _check_detail(self, item, refuse):
+        from .services import clean_email, clean_phone
+
+        try:
+            if isinstance(item, Phone):
+                item.raw, item.e164 = clean_phone(item.raw or "")
+            elif isinstance(item, Email):
+                item.address = clean_email(item.address or "")
+        except CrmValidationError as exc:
+            refuse(str(exc))
+        if getattr(item, "contact_id", None) is None and getattr(item, "company_id", None) is None and \
+                getattr(item, "contact", None) is None and getattr(item, "company", None) is None:
+            refuse(str(_l("It belongs to a contact or a company: choose one.")))
+
+    def pre_add(self, item):
+        self._check_detail(item, self._refuse)
+
+    def pre_update(self, item):
+        self._check_detail(item, self._refuse)
+
+    @staticmethod
+    def _refuse(message):
+        raise ValueError(message)
+
+
+class _ApiDetailChecks(_DetailChecks):
+    @staticmethod
+    def _refuse(message):
+        raise BadRequest(message)
+
+
 # -- screens -------------------------------------------------------------------------------------------
 
-class PhoneView(ModelView):
+class PhoneView(_DetailChecks, ModelView):
     datamodel = SQLAInterface(Phone)
     class_permission_name = "CrmContactDetails"
     list_columns = ["kind", "raw", "e164", "is_primary"]
@@ -97,7 +131,7 @@ class PhoneView(ModelView):
     label_columns = LABELS
 
 
-class EmailView(ModelView):
+class EmailView(_DetailChecks, ModelView):
     datamodel = SQLAInterface(Email)
     class_permission_name = "CrmContactDetails"
     list_columns = ["kind", "address", "is_primary"]
@@ -418,7 +452,9 @@ class ContactApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
 
 def _detail_api(model, name: str):
     columns = [c.key for c in model.__table__.columns if c.key != "id"]
-    return type(f"{model.__name__}Api", (_NullableColumns, ModelRestApi), {
+    bases = (_ApiDetailChecks, _NullableColumns, ModelRestApi) if model in (Phone, Email, Address) \
+        else (_NullableColumns, ModelRestApi)
+    return type(f"{model.__name__}Api", bases, {
         "resource_name": f"crm/{name}", "datamodel": SQLAInterface(model), "class_permission_name": "CrmContactDetails",
         "list_columns": ["id", *columns], "show_columns": ["id", *columns], "add_columns": columns,
         "edit_columns": columns, "search_columns": [c for c in ("contact_id", "company_id", "kind") if c in columns],

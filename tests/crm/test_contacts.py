@@ -291,3 +291,31 @@ def test_the_timeline_pages_and_filters_by_type(app, client, world):
     login(client, "admin")
     page = client.get(f"/crm/customer/contact/{world['zhang']}?page=2&kind=email").get_data(as_text=True)
     assert "第8次联系" in page and "第9次联系" not in page and 'id="bl-timeline-pager"' in page
+
+
+def test_one_primary_phone_email_address_and_company_per_record(app, client, world):
+    h = auth(client)
+    second = client.post("/api/v1/crm/phone/", json={"contact_id": world["zhang"], "kind": "work",
+                                                     "raw": "021-6288 1234", "is_primary": True}, headers=h)
+    assert second.status_code == 201, second.get_data(as_text=True)
+    view = client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).get_json()["result"]
+    assert [(p["raw"], p["primary"]) for p in view["phones"]] == [("021-6288 1234", True), ("138 0013 8000", False)]
+    assert view["phones"][0]["e164"] == "+862162881234"
+    link = client.post("/api/v1/crm/contact_company/", json={"contact_id": world["zhang"],
+                                                             "company_id": world["group"], "is_primary": True},
+                       headers=h)
+    assert link.status_code == 201
+    view = client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).get_json()["result"]
+    assert [(c["name"], c["primary"]) for c in view["companies"]] == [("华润集团", True), ("华润万家", False)]
+
+
+def test_bad_phones_and_emails_are_refused_in_the_api(app, client, world):
+    h = auth(client)
+    bad = client.post("/api/v1/crm/phone/", json={"contact_id": world["zhang"], "raw": "call me"}, headers=h)
+    assert bad.status_code == 400 and "call me is not a valid phone number" in bad.get_json()["message"]
+    bad = client.post("/api/v1/crm/email/", json={"contact_id": world["zhang"], "address": "zw@"}, headers=h)
+    assert bad.status_code == 400 and "zw@ is not a valid e-mail address" in bad.get_json()["message"]
+    orphan = client.post("/api/v1/crm/phone/", json={"raw": "13800138000"}, headers=h)
+    assert orphan.status_code == 400 and "contact or a company" in orphan.get_json()["message"]
+    with app.app_context():
+        assert db.session.query(Phone).count() == 1
