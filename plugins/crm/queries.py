@@ -8,6 +8,8 @@ from flask import current_app
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from flask_appbuilder.security.sqla.models import User
+
 from bigledger_core.security import visibility_clause
 
 from .models import (
@@ -237,6 +239,15 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                           "uploaded_at": d.uploaded_at.isoformat()}
                          for d in session.scalars(select(Document).where(column == record.id)
                                                   .order_by(Document.uploaded_at.desc()).limit(50))]
+    from .models import AuditEntry
+
+    entries = session.execute(
+        select(AuditEntry.action, AuditEntry.changes, AuditEntry.at, AuditEntry.user_id)
+        .where(AuditEntry.entity == record.__tablename__, AuditEntry.record_id == record.id)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(20)).all()
+    users = _pairs(session, select(User.id, User.username).where(User.id.in_({e.user_id for e in entries})))
+    data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": users.get(e.user_id),
+                        "changes": e.changes} for e in entries]
     data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
         _activity_scope(ref)).group_by(Activity.kind))
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)

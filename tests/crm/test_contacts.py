@@ -319,3 +319,17 @@ def test_bad_phones_and_emails_are_refused_in_the_api(app, client, world):
     assert orphan.status_code == 400 and "contact or a company" in orphan.get_json()["message"]
     with app.app_context():
         assert db.session.query(Phone).count() == 1
+
+
+def test_changes_are_in_the_audit_trail_with_who_and_when(app, client, world):
+    h = auth(client)
+    loaded = client.get(f"/api/v1/crm/contact/{world['zhang']}", headers=h).get_json()["result"]
+    client.put(f"/api/v1/crm/contact/{world['zhang']}", json={"title": "副总裁", "version": loaded["version"]},
+               headers=h)
+    view = client.get(f"/api/v1/crm/customer/contact/{world['zhang']}/360", headers=h).get_json()["result"]
+    [entry] = view["history"]
+    assert entry["action"] == "update" and entry["user"] == "admin"
+    assert entry["changes"] == {"title": ["采购经理", "副总裁"]}
+    login(client, "admin")
+    page = client.get(f"/crm/customer/contact/{world['zhang']}").get_data(as_text=True)
+    assert "采购经理 → 副总裁" in page
