@@ -274,7 +274,7 @@ def _call(app, impl, event: Event, timeout: float) -> str | None:
         with app.app_context():
             try:
                 impl.function(event=event)
-            except BaseException:  # noqa: BLE001 - a subscriber's failure is recorded, never raised
+            except BaseException:
                 db.session.rollback()
                 outcome["error"] = traceback.format_exc(limit=8)
             finally:

@@ -400,7 +400,7 @@ class SchedulerService:
             try:
                 spec.resolve()()
                 db.session.commit()
-            except Exception:  # noqa: BLE001 - recorded and shown to admins
+            except Exception:
                 db.session.rollback()
                 error = traceback.format_exc(limit=10)
                 log.error("job %s failed:\n%s", job_id, error)

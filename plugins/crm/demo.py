@@ -7,7 +7,17 @@ from sqlalchemy import select
 
 from bigledger_core.db import utcnow
 
-from .models import Activity, Company, Contact, ContactCompany, ContactRole, CustomField, Email, Phone, Tag
+from .models import (
+    Activity,
+    Company,
+    Contact,
+    ContactCompany,
+    ContactRole,
+    CustomField,
+    Email,
+    Phone,
+    Tag,
+)
 
 TAGS = [("重点客户 / Key account", "#d9534f"), ("展会线索 / Trade fair", "#5bc0de"), ("东南亚 / SEA", "#5cb85c")]
 # external id, name, English name, industry, region, status, parent, owner, tags

@@ -6,10 +6,21 @@ import json
 
 from flask import flash, g, has_request_context, request, url_for
 from flask_appbuilder import expose, has_access
-from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, DatePickerWidget, Select2ManyWidget, Select2Widget
+from flask_appbuilder.fieldwidgets import (
+    BS3TextFieldWidget,
+    DatePickerWidget,
+    Select2ManyWidget,
+    Select2Widget,
+)
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
-from wtforms import BooleanField, DateField, SelectField, SelectMultipleField, StringField
+from wtforms import (
+    BooleanField,
+    DateField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
 from wtforms.validators import InputRequired, Optional, ValidationError
 
 from bigledger_core.db import db

@@ -5,10 +5,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
+from flask_appbuilder.security.sqla.models import User
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
-
-from flask_appbuilder.security.sqla.models import User
 
 from bigledger_core.security import visibility_clause
 

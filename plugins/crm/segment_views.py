@@ -24,7 +24,13 @@ from bigledger_core.db import db
 from bigledger_core.security import OwnedRecordsMixin, visibility_clause
 
 from .models import Contact, Segment
-from .segments import ENTITIES, member_count, member_counts, members, validate_definition
+from .segments import (
+    ENTITIES,
+    member_count,
+    member_counts,
+    members,
+    validate_definition,
+)
 from .services import CrmValidationError
 from .views import LABELS, _NullableColumns
 

@@ -2,7 +2,17 @@
 search, duplicates and the 360° customer view."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, request, send_file, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    request,
+    send_file,
+    url_for,
+)
 from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.models.filters import BaseFilter
@@ -14,6 +24,9 @@ from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
 from bigledger_core.security import OwnedRecordsMixin, visibility_clause
 
+from .documents import path_for, store
+from .filters import CrmInterface
+from .forms import CustomFieldsFormMixin, ListExportMixin
 from .models import (
     ACTIVITY_KINDS,
     Activity,
@@ -28,9 +41,6 @@ from .models import (
     Phone,
     Tag,
 )
-from .documents import path_for, store
-from .filters import CrmInterface
-from .forms import CustomFieldsFormMixin, ListExportMixin
 from .queries import KINDS, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
 
@@ -680,7 +690,12 @@ def register(appbuilder) -> None:
     appbuilder.add_view(TagView, "Tags", label=_l("Tags"), icon="fa-tags", **category)
     appbuilder.add_view(CustomFieldView, "Custom fields", label=_l("Custom fields"), icon="fa-sliders", **category)
     appbuilder.add_view(ContactRoleView, "Contact roles", label=_l("Contact roles"), icon="fa-id-badge", **category)
-    from .segment_views import SegmentApi, SegmentMembersApi, SegmentMembersView, SegmentView
+    from .segment_views import (
+        SegmentApi,
+        SegmentMembersApi,
+        SegmentMembersView,
+        SegmentView,
+    )
 
     appbuilder.add_view(SegmentView, "Segments", label=_l("Segments"), icon="fa-filter", **category)
     for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView, SegmentMembersView):

@@ -3,7 +3,14 @@ a custom field in the contact form, and the list's search box."""
 import datetime as dt
 
 from bigledger_core.db import db
-from plugins.crm.models import Activity, Company, Contact, ContactCompany, CustomField, Phone
+from plugins.crm.models import (
+    Activity,
+    Company,
+    Contact,
+    ContactCompany,
+    CustomField,
+    Phone,
+)
 from tests.browser.conftest import log_in
 from tests.conftest import add_user
 

@@ -7,7 +7,16 @@ import datetime as dt
 import pytest
 
 from bigledger_core.db import db
-from plugins.crm.models import Activity, Company, Contact, ContactCompany, ContactRole, CustomField, Email, Phone
+from plugins.crm.models import (
+    Activity,
+    Company,
+    Contact,
+    ContactCompany,
+    ContactRole,
+    CustomField,
+    Email,
+    Phone,
+)
 from tests.conftest import add_user, api_token, login
 
 

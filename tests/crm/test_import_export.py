@@ -15,9 +15,27 @@ from sqlalchemy import event, func, select
 
 from bigledger_core.cli import cli
 from bigledger_core.db import db
-from plugins.crm.exporter import company_rows, contact_rows, export_columns, export_table
-from plugins.crm.importer import ImportFileError, import_records, read_table, write_error_report
-from plugins.crm.models import AuditEntry, Company, Contact, CustomField, Email, Phone, Tag
+from plugins.crm.exporter import (
+    company_rows,
+    contact_rows,
+    export_columns,
+    export_table,
+)
+from plugins.crm.importer import (
+    ImportFileError,
+    import_records,
+    read_table,
+    write_error_report,
+)
+from plugins.crm.models import (
+    AuditEntry,
+    Company,
+    Contact,
+    CustomField,
+    Email,
+    Phone,
+    Tag,
+)
 from plugins.crm.vcard import contacts_to_vcard, vcard_to_rows
 from tests.conftest import add_user, csrf_token, login
 
@@ -411,7 +429,7 @@ def test_export_loads_details_with_a_fixed_number_of_queries(app, tmp_path):
     with app.app_context():
         _world(tmp_path)
         statements = []
-        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        listener = lambda *args: statements.append(args[2])
         event.listen(db.engine, "before_cursor_execute", listener)
         try:
             rows = list(contact_rows(db.session, select(Contact.id)))

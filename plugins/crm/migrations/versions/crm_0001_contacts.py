@@ -3,8 +3,8 @@
 Revision ID: crm_0001
 Revises:
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "crm_0001"
