@@ -15,10 +15,13 @@ from flask import (
 )
 from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
+from flask_appbuilder.fieldwidgets import Select2Widget
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import BadRequest, NotFound
+from wtforms import BooleanField, SelectField
+from wtforms.validators import Optional
 
 from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
@@ -63,6 +66,12 @@ LABELS = {
 }
 
 
+KIND_LABELS = {"call": _l("Call"), "meeting": _l("Meeting"), "email": _l("E-mail"), "note": _l("Note"),
+               "task": _l("Task")}
+STATUS_LABELS = {"prospect": _l("Prospect"), "customer": _l("Customer"), "partner": _l("Partner"),
+                 "inactive": _l("Inactive")}
+
+
 class FilterNotMerged(BaseFilter):
     """Hides records merged into another (they stay, for the audit trail and undo)."""
 
@@ -95,6 +104,15 @@ def _check_custom(entity: str, item) -> None:
             item.custom = clean_custom(db.session, entity, item.custom or {})
     except CrmValidationError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def _flags(*names: str) -> dict:
+    """Yes/no fields that may be left unticked (FAB would make a NOT NULL boolean required)."""
+    return {name: BooleanField(LABELS[name], validators=[Optional()]) for name in names}
+
+
+def _choices(label, labels: dict) -> SelectField:
+    return SelectField(label=label, choices=list(labels.items()), widget=Select2Widget())
 
 
 class _DetailChecks:
@@ -139,6 +157,7 @@ class PhoneView(_DetailChecks, ModelView):
     list_columns = ["kind", "raw", "e164", "is_primary"]
     add_columns = edit_columns = ["contact", "company", "kind", "raw", "is_primary"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = _flags("is_primary")
 
 
 class EmailView(_DetailChecks, ModelView):
@@ -147,6 +166,7 @@ class EmailView(_DetailChecks, ModelView):
     list_columns = ["kind", "address", "is_primary"]
     add_columns = edit_columns = ["contact", "company", "kind", "address", "is_primary"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = _flags("is_primary")
 
 
 class AddressView(ModelView):
@@ -156,6 +176,7 @@ class AddressView(ModelView):
     add_columns = edit_columns = ["contact", "company", "kind", "country", "province", "city", "district",
                                   "street", "postcode", "is_primary"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = _flags("is_primary")
 
 
 class ContactCompanyView(ModelView):
@@ -164,6 +185,7 @@ class ContactCompanyView(ModelView):
     list_columns = ["contact", "company", "role", "is_primary"]
     add_columns = edit_columns = ["contact", "company", "role", "is_primary"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = _flags("is_primary")
 
 
 class ActivityView(ModelView):
@@ -176,6 +198,7 @@ class ActivityView(ModelView):
     search_columns = ["kind", "subject", "contact", "company", "user", "occurred_at", "done"]
     base_order = ("occurred_at", "desc")
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = {"kind": _choices(LABELS["kind"], KIND_LABELS), **_flags("done")}
 
     def pre_add(self, item):
         if item.contact is None and item.company is None:
@@ -200,6 +223,7 @@ class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
                       "external_id", "custom", "created_at"]
     order_columns = ["name", "industry", "region", "status"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = {"status": _choices(LABELS["status"], STATUS_LABELS)}
     related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
 
     @expose("/360/<int:pk>")
@@ -253,6 +277,7 @@ class CustomFieldView(ModelView):
     add_columns = edit_columns = ["entity", "key", "label", "label_en", "type", "required", "pattern", "options",
                                   "position", "active"]
     label_columns = LABELS
+    add_form_extra_fields = edit_form_extra_fields = _flags("required", "active")
     description_columns = {
         "entity": _l("contact or company"),
         "type": _l("text, number, date, select, multiselect or boolean"),
@@ -328,7 +353,8 @@ class CustomerView(BaseView):
         data = customer_360(db.session, kind, record, g.user, page=request.args.get("page", 1, type=int),
                             kinds=chosen)
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
-                                    locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen)
+                                    locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen,
+                                    kind_labels=KIND_LABELS, status_labels=STATUS_LABELS)
 
     @expose("/<kind>/<int:pk>/documents", methods=["POST"])
     @has_access

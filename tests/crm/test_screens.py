@@ -165,3 +165,25 @@ def test_lists_and_the_api_filter_by_custom_fields(app, client):
     assert [c["full_name"] for c in result] == ["银女士"]
     nothing = client.get("/api/v1/crm/contact/?q=(filters:!((col:custom,opr:cf_eq,value:'no-key')))", headers=h)
     assert nothing.get_json()["count"] == 0
+
+
+def test_activity_types_and_company_statuses_are_chosen_from_translated_lists(app, client):
+    from plugins.crm.models import Activity, Company
+
+    add_user(app, "admin", "Admin")
+    login(client, "admin")
+    form = client.get("/companyview/add").get_data(as_text=True)
+    assert '<option value="customer">客户</option>' in form
+    token = csrf_token(client, "/companyview/add")
+    client.post("/companyview/add", data={"csrf_token": token, "name": "新公司", "status": "partner"})
+    with app.app_context():
+        company = db.session.query(Company).one()
+        assert company.status == "partner"
+        company_id = company.id
+    form = client.get("/activityview/add").get_data(as_text=True)
+    assert '<option value="meeting">会议</option>' in form
+    client.post("/activityview/add", data={"csrf_token": token, "kind": "meeting", "subject": "拜访",
+                                           "company": str(company_id), "occurred_at": "2026-11-20 10:00:00"})
+    with app.app_context():
+        activity = db.session.query(Activity).one()
+        assert (activity.kind, activity.user.username) == ("meeting", "admin")
