@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, union
 from sqlalchemy.orm import Session
 
 from bigledger_core.security import visibility_clause
@@ -44,15 +44,19 @@ def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
     for kind, model in KINDS.items():
         owner = Email.contact_id if model is Contact else Email.company_id
         phone_owner = Phone.contact_id if model is Contact else Phone.company_id
-        matches = [model.search_text.like(like),
-                   model.id.in_(select(owner).where(Email.address.like(like)))]
+        # one indexed lookup per way of matching, united; then the visible records among them
+        branches = [select(model.id.label("id")).where(model.search_text.like(like)),
+                    select(owner.label("id")).where(Email.address.like(like), owner.is_not(None))]
         if e164:
-            matches.append(model.id.in_(select(phone_owner).where(Phone.e164 == e164)))
+            branches.append(select(phone_owner.label("id")).where(Phone.e164 == e164, phone_owner.is_not(None)))
         if model is Contact:
-            matches.append(model.id.in_(select(ContactCompany.contact_id).join(Company).where(
-                Company.search_text.like(like), Company.merged_into_id.is_(None))))
+            branches.append(select(ContactCompany.contact_id.label("id"))
+                            .join(Company, Company.id == ContactCompany.company_id)
+                            .where(Company.search_text.like(like), Company.merged_into_id.is_(None)))
+        ids = union(*branches).subquery()
         name = model.full_name if model is Contact else model.name
-        query = (select(model.id, name.label("name")).where(or_(*matches), *_visible(model, user, session))
+        query = (select(model.id, name.label("name")).join(ids, ids.c.id == model.id)
+                 .where(*_visible(model, user, session))
                  .order_by(func.length(name), name, model.id).limit(limit))
         results += [{"kind": kind, "id": row.id, "name": row.name} for row in session.execute(query)]
     return results[:limit]
