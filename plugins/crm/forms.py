@@ -203,12 +203,38 @@ class CustomFieldsFormMixin:
 
 
 class ListExportMixin:
-    """CSV and Excel export of a list with the filters and order it currently shows."""
+    """CSV and Excel export of a list with the filters and order it currently shows.
+
+    Contacts and companies export in the import format (details, tags, custom fields); other lists
+    export their list columns as shown.
+    """
 
     list_template = "crm/list.html"
+    export_name = "export"
 
     def render_template(self, template, **kwargs):
         return super().render_template(template, view_name=type(self).__name__, **kwargs)
+
+    def _rows_and_columns(self, statement):
+        from .exporter import company_rows, contact_rows, export_columns
+
+        entity = getattr(self, "custom_entity", None)
+        if entity in {"contact", "company"}:
+            rows = (contact_rows if entity == "contact" else company_rows)(db.session, statement)
+            return rows, export_columns(db.session, entity)
+        columns = [(c, str(self.label_columns.get(c, c))) for c in self.list_columns]
+        model = self.datamodel.obj
+
+        def rows():
+            ids = [row[0] for row in db.session.execute(statement)]
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start:start + 1000]
+                found = {r.id: r for r in db.session.query(model).filter(model.id.in_(chunk))}
+                for pk in chunk:
+                    record = found[pk]
+                    yield {c: _plain(getattr(record, c, None)) for c, _label in columns}
+
+        return rows(), columns
 
     @expose("/export/<fmt>")
     @has_access
@@ -219,7 +245,7 @@ class ListExportMixin:
         from flask import abort, send_file
         from flask_appbuilder.urltools import get_filter_args, get_order_args
 
-        from .exporter import company_rows, contact_rows, export_columns, export_table
+        from .exporter import export_table
 
         if fmt not in {"csv", "xlsx"}:
             abort(404)
@@ -231,11 +257,20 @@ class ListExportMixin:
         model = self.datamodel.obj
         query = self.datamodel.apply_all(db.session.query(model.id), filters, order_column or "id",
                                          order_direction or "asc")
-        rows = (contact_rows if self.custom_entity == "contact" else company_rows)(db.session, query.statement)
+        rows, columns = self._rows_and_columns(query.statement)
         out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
-        export_table(rows, export_columns(db.session, self.custom_entity), fmt, out)
+        export_table(rows, columns, fmt, out)
         out.seek(0)
-        name = f"{'contacts' if self.custom_entity == 'contact' else 'companies'}-{dt.date.today().isoformat()}.{fmt}"
         mimetype = "text/csv" if fmt == "csv" else \
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        return send_file(out, mimetype=mimetype, as_attachment=True, download_name=name)
+        return send_file(out, mimetype=mimetype, as_attachment=True,
+                         download_name=f"{self.export_name}-{dt.date.today().isoformat()}.{fmt}")
+
+
+def _plain(value):
+    """A cell for a list export: dates as ISO text, related records by their name."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

@@ -188,7 +188,8 @@ class ContactCompanyView(ModelView):
     add_form_extra_fields = edit_form_extra_fields = _flags("is_primary")
 
 
-class ActivityView(ModelView):
+class ActivityView(ListExportMixin, ModelView):
+    export_name = "activities"
     datamodel = SQLAInterface(Activity)
     class_permission_name = "CrmActivity"
     list_title = _l("Activities")
@@ -208,6 +209,7 @@ class ActivityView(ModelView):
 
 
 class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+    export_name = "companies"
     custom_entity = "company"
     datamodel = CrmInterface(Company)
     class_permission_name = "CrmCompany"
@@ -233,6 +235,7 @@ class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
 
 
 class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
+    export_name = "contacts"
     custom_entity = "contact"
     datamodel = CrmInterface(Contact)
     class_permission_name = "CrmContact"
@@ -251,7 +254,8 @@ class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
     related_views = [ContactCompanyView, PhoneView, EmailView, AddressView, ActivityView]
 
 
-class TagView(ModelView):
+class TagView(ListExportMixin, ModelView):
+    export_name = "tags"
     datamodel = SQLAInterface(Tag)
     class_permission_name = "CrmTag"
     list_title = _l("Tags")

@@ -187,3 +187,24 @@ def test_activity_types_and_company_statuses_are_chosen_from_translated_lists(ap
     with app.app_context():
         activity = db.session.query(Activity).one()
         assert (activity.kind, activity.user.username) == ("meeting", "admin")
+
+
+def test_the_activity_list_exports_its_rows_too(app, client):
+    import csv
+    import io
+
+    from plugins.crm.models import Activity
+
+    add_user(app, "admin", "Admin")
+    with app.app_context():
+        zhang = Contact(full_name="张伟")
+        db.session.add(zhang)
+        db.session.flush()
+        db.session.add_all([Activity(kind="call", subject="报价跟进", contact_id=zhang.id),
+                            Activity(kind="note", subject="偏好微信联系", contact_id=zhang.id)])
+        db.session.commit()
+    login(client, "admin")
+    response = client.get("/activityview/export/csv?_flt_3_kind=call")
+    rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
+    assert response.status_code == 200 and len(rows) == 2
+    assert "报价跟进" in rows[1] and "张伟" in rows[1]
