@@ -90,14 +90,22 @@ def visible_team_ids(session, user_id: int) -> set[int]:
     return seen
 
 
+def _scope_and_teams(user, session) -> tuple[str, set[int]]:
+    """The user's record scope and visible teams, read once per request."""
+    cache = g.setdefault("bigledger_visibility", {}) if has_request_context() else {}
+    if user.id not in cache:
+        scope = current_app.appbuilder.sm.record_scope(user)
+        cache[user.id] = (scope, set() if scope == SCOPE_ALL else visible_team_ids(session, user.id))
+    return cache[user.id]
+
+
 def visibility_clause(model, user, session):
     """SQL condition for the rows of `model` (an OwnedMixin model) that `user` may see; None for all."""
-    sm = current_app.appbuilder.sm
     if user is None or not getattr(user, "is_authenticated", False):
         return false()
-    if sm.record_scope(user) == SCOPE_ALL:
+    scope, teams = _scope_and_teams(user, session)
+    if scope == SCOPE_ALL:
         return None
-    teams = visible_team_ids(session, user.id)
     return or_(model.owner_id == user.id, model.team_id.in_(teams)) if teams else model.owner_id == user.id
 
 
