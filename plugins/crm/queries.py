@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
 from sqlalchemy import func, or_, select, union
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from bigledger_core.security import visibility_clause
 
@@ -124,7 +124,8 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
         query = query.where(Activity.kind.in_(kinds))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     window = page * per_page
-    activities = session.scalars(query.order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(window)).all()
+    activities = session.scalars(query.order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(window)
+                                 .options(selectinload(Activity.user))).all()
     entries = [{"source": "crm", "kind": a.kind, "id": a.id, "at": a.occurred_at.isoformat(), "title": a.subject,
                 "detail": a.outcome or "", "duration_minutes": a.duration_minutes,
                 "user": a.user.username if a.user else None} for a in activities]
@@ -145,9 +146,11 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
 
 # -- the 360° view -------------------------------------------------------------------------------------
 
-def customer_ref(session: Session, kind: str, record) -> CustomerRef:
+def customer_ref(session: Session, kind: str, record, below: list[tuple[int, int, int]] | None = None) -> CustomerRef:
+    """The customer as hooks see it; `below` is the company's `descendants` when already read."""
     if kind == "company":
-        company_ids = (record.id, *[cid for cid, _depth in descendants(session, record.id)])
+        below = descendants(session, record.id) if below is None else below
+        company_ids = (record.id, *[cid for cid, _depth, _parent in below])
         contact_ids = tuple(session.scalars(select(ContactCompany.contact_id)
                                             .where(ContactCompany.company_id == record.id)))
         return CustomerRef("company", record.id, record.name, company_ids, contact_ids)
@@ -188,7 +191,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                  kinds: list[str] | None = None) -> dict[str, Any]:
     """Everything about one customer in a handful of queries: profile, hierarchy, people, activities,
     documents, and the panels of other modules."""
-    ref = customer_ref(session, kind, record)
+    below = descendants(session, record.id) if kind == "company" else None
+    ref = customer_ref(session, kind, record, below)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
     if kind == "company":
         data["profile"] = {"name": record.name, "name_en": record.name_en, "legal_name": record.legal_name,
@@ -198,14 +202,12 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                            "team": record.team.name if record.team else None}
         chain = ancestors(session, record.id)
         names = _pairs(session, select(Company.id, Company.name).where(Company.id.in_(chain + list(ref.company_ids))))
-        below = descendants(session, record.id)
         counts = _pairs(session, select(ContactCompany.company_id, func.count()).where(
             ContactCompany.company_id.in_(ref.company_ids)).group_by(ContactCompany.company_id))
-        parents = _pairs(session, select(Company.id, Company.parent_id).where(Company.id.in_([c for c, _ in below])))
         data["hierarchy"] = {
             "ancestors": [{"id": cid, "name": names.get(cid)} for cid in reversed(chain)],
-            "children": [{"id": cid, "name": names.get(cid), "depth": depth, "parent_id": parents.get(cid),
-                          "contacts": counts.get(cid, 0)} for cid, depth in below],
+            "children": [{"id": cid, "name": names.get(cid), "depth": depth, "parent_id": parent,
+                          "contacts": counts.get(cid, 0)} for cid, depth, parent in below],
             "contacts_total": sum(counts.values()),
         }
         people = session.execute(

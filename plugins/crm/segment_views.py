@@ -149,7 +149,26 @@ def _name(record) -> str:
 
 # -- screens -------------------------------------------------------------------------------------------
 
-class SegmentView(OwnedRecordsMixin, ModelView):
+class _CheckedDefinition:
+    """A segment's definition is validated (and normalized) before it is saved, by screen or API."""
+
+    refusal: type[Exception] = ValueError
+
+    def pre_add(self, item: Segment) -> None:
+        self._check(item)
+        super().pre_add(item)
+
+    def pre_update(self, item: Segment) -> None:
+        self._check(item)
+
+    def _check(self, item: Segment) -> None:
+        try:
+            _validated(item)
+        except CrmValidationError as exc:
+            raise self.refusal(str(exc)) from None
+
+
+class SegmentView(_CheckedDefinition, OwnedRecordsMixin, ModelView):
     """Saved filters over contacts or companies; the list shows how many records each holds now."""
 
     datamodel = _SegmentInterface(Segment)
@@ -168,19 +187,7 @@ class SegmentView(OwnedRecordsMixin, ModelView):
     formatters_columns = {"definition": _pretty, "entity": _entity_label}
     add_form_extra_fields = edit_form_extra_fields = _form_fields()
 
-    def pre_add(self, item: Segment) -> None:
-        self._check(item)
-        super().pre_add(item)
-
-    def pre_update(self, item: Segment) -> None:
-        self._check(item)
-
-    @staticmethod
-    def _check(item: Segment) -> None:
-        try:
-            _validated(item)
-        except CrmValidationError as exc:
-            raise ValueError(str(exc)) from None
+    refusal = ValueError  # shown by FAB as a message on the form
 
 
 class SegmentMembersView(BaseView):
@@ -212,7 +219,7 @@ class SegmentMembersView(BaseView):
 
 # -- REST API ------------------------------------------------------------------------------------------
 
-class SegmentApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
+class SegmentApi(_CheckedDefinition, _NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/segment"
     datamodel = SQLAInterface(Segment)
     class_permission_name = "CrmSegment"
@@ -222,19 +229,7 @@ class SegmentApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     order_columns = ["name", "id"]
     openapi_spec_tag = "CRM"
 
-    def pre_add(self, item: Segment) -> None:
-        self._check(item)
-        super().pre_add(item)
-
-    def pre_update(self, item: Segment) -> None:
-        self._check(item)
-
-    @staticmethod
-    def _check(item: Segment) -> None:
-        try:
-            _validated(item)
-        except CrmValidationError as exc:
-            raise BadRequest(str(exc)) from None
+    refusal = BadRequest  # answered 400 with the reasons
 
 
 class SegmentMembersApi(BaseApi):

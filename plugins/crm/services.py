@@ -141,14 +141,16 @@ def check_parent(session: Session, company_id: int | None, parent_id: int) -> No
                 "a company cannot be its own parent or the parent of one of its parents"))])
 
 
-def descendants(session: Session, company_id: int) -> list[tuple[int, int]]:
-    """(id, depth) of every company below `company_id`, depth 1 for children, in one recursive query."""
+def descendants(session: Session, company_id: int) -> list[tuple[int, int, int]]:
+    """(id, depth, parent id) of every company below `company_id`, depth 1 for children, in one
+    recursive query."""
     tree = select(Company.id, Company.parent_id, literal(1).label("depth")) \
         .where(Company.parent_id == company_id).cte("tree", recursive=True)
     below = select(Company.id, Company.parent_id, (tree.c.depth + 1).label("depth")) \
         .join(tree, Company.parent_id == tree.c.id)
     tree = tree.union(below)
-    return [(row.id, row.depth) for row in session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.depth))]
+    rows = session.execute(select(tree.c.id, tree.c.depth, tree.c.parent_id).order_by(tree.c.depth))
+    return [(row.id, row.depth, row.parent_id) for row in rows]
 
 
 # -- custom fields -------------------------------------------------------------------------------------
