@@ -32,8 +32,10 @@ def reset_subscribers():
     sample.BEHAVIOUR["bigledger_inbound_message"] = "ok"
     sample.INBOUND.clear()
     listener.RECEIVED.clear()
+    sample.RELEASE.clear()
     yield
     sample.BEHAVIOUR["bigledger_inbound_message"] = "ok"
+    sample.RELEASE.set()  # a subscriber still hanging returns without recording anything
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """The sample plugin: every hook, the smallest way."""
+import threading
 from pathlib import Path
 
 import click
@@ -105,6 +106,7 @@ def bigledger_module_switched(event):
 
 # How the sample subscribers behave, set by tests: "ok", "raise" or "hang".
 BEHAVIOUR = {"bigledger_inbound_message": "ok"}
+RELEASE = threading.Event()  # set by tests to end a "hang"
 INBOUND = []  # inbound-message events delivered to this plugin
 
 
@@ -113,10 +115,9 @@ def bigledger_inbound_message(event):
     mode = BEHAVIOUR["bigledger_inbound_message"]
     if mode == "raise":
         raise RuntimeError("sample subscriber refused the message")
-    if mode == "hang":
-        import time
-
-        time.sleep(30)
+    if mode == "hang":  # until the test is over; the late call then records nothing
+        RELEASE.wait(30)
+        return
     INBOUND.append(event)
 
 
