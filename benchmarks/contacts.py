@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.contacts [--quick] [--contacts 1000000] [--sqlite-contacts 100000]
         [--requests 200] [--warmup 20] [--budget 15] [--statement-timeout 10] [--postgres URL]
-        [--no-sqlite] [--no-postgres] [--no-proposals] [--explain] [--show-sql]
+        [--no-sqlite] [--no-postgres] [--explain] [--show-sql]
 
 Loads a realistic CRM (Chinese names with pinyin search text, some Western and Malay names, E.164 phones
 in CN/MY/SG formats, e-mails, N/20 companies in a tree, contacts linked to them, owners and teams, and one
@@ -18,10 +18,10 @@ SQL (ratio = API p50 / raw p50). They are reported, not asserted. On PostgreSQL 
 statement_timeout (--statement-timeout, default 10 s) once the data is loaded: a search that would run for
 hours is reported as failed for that input instead of stalling the run.
 
-Then (unless --no-proposals) the changes proposed for the slow operations are measured the same way,
-applied in this process only (the project's files are not changed): `proposed_search` in place of
-`plugins.crm.queries.search` (with the full-text index it needs, created in the benchmark database), and
-for the contact list a cached rison schema validator and a count capped at 10,001.
+The list's count is the product's: capped at BIGLEDGER_LIST_COUNT_CAP (10,000 by default, `count_capped` in the
+answer), and the hand-written SQL counts the same way. Search answers are checked against hand-written SQL of the
+product's rules: on PostgreSQL an input shorter than 3 characters matches the start of a word (full-text index),
+longer input anywhere (trigram index); contacts are also found through the companies the search found.
 
 Prints the tables (and, with --explain, the query plans; always in the JSON) and writes
 `benchmarks/results/contacts.json`. Nothing else is left behind: the SQLite file and the app's instance
@@ -642,6 +642,7 @@ def _visible_sql(table: str, vis) -> str:
     return f" AND {table}.owner_id = {int(user_id)}"
 
 
+LIST_COUNT_CAP = 10_000  # BIGLEDGER_LIST_COUNT_CAP's default, which the app runs with
 LIST_COLUMNS = "id, full_name, family_name, given_name, name_en, title, owner_id, team_id, external_id, custom, version"
 
 
@@ -656,46 +657,54 @@ def _list_where(backend: str, column: str, opr: str, value, vis) -> tuple[str, l
 
 def raw_list(raw: Raw, v: dict, vis):
     where, params = _list_where(raw.backend, v["col"], v["opr"], v["value"], vis)
-    count = raw.one(f"SELECT count(*) FROM crm_contact WHERE {where}", params)[0]
+    count = raw.one(f"SELECT count(*) FROM (SELECT 1 FROM crm_contact WHERE {where} LIMIT {LIST_COUNT_CAP + 1}) AS hits",
+                    params)[0]
     rows = raw.all(f"SELECT {LIST_COLUMNS} FROM crm_contact WHERE {where} ORDER BY crm_contact.full_name ASC, "
                    "crm_contact.id ASC LIMIT 25 OFFSET 0", params)  # FAB adds the primary key as tie-breaker
-    return {"count": count, "ids": [r[0] for r in rows], "names": [r[1] for r in rows]}
+    return {"count": min(count, LIST_COUNT_CAP), "capped": count > LIST_COUNT_CAP, "ids": [r[0] for r in rows],
+            "names": [r[1] for r in rows]}
 
 
-def search_sql(q: str, vis, limit: int = 20) -> list[tuple[str, list]]:
-    """The two SELECTs of `plugins.crm.queries.search` (companies, then contacts) written by hand: the ids
-    matched by name/pinyin, e-mail, phone and (contacts) company name, united; the visible records among
-    them, shortest names first."""
+def raw_search(raw: Raw, v: dict, vis, limit: int = 20):
+    """`plugins.crm.queries.search` written by hand: companies, then contacts, each the visible records matched
+    by name/pinyin (PostgreSQL, under 3 characters: a word prefix through the full-text index), e-mail
+    (3 characters or more), phone and (contacts) the companies found; shortest names first."""
+    import re
+
     from plugins.crm.normalize import normalize_name, phone_query
 
-    text = normalize_name(q)
-    like = f"%{text.replace('%', '').replace('_', '')}%"
-    e164 = phone_query(q, "CN")
-    statements = []
+    text = normalize_name(v["q"])
+    clean = text.replace("%", "").replace("_", "")
+    e164 = phone_query(v["q"], "CN")
+    short = raw.backend == "postgresql" and len(clean) < 3
+    word = re.sub(r"\W", "", clean)
+    found, company_ids = [], []
     for table, name, owner in (("crm_company", "name", "company_id"), ("crm_contact", "full_name", "contact_id")):
-        branches = [f"SELECT id FROM {table} WHERE search_text LIKE %s",
-                    f"SELECT {owner} FROM crm_email WHERE address LIKE %s AND {owner} IS NOT NULL"]
-        params: list = [like, like]
+        branches, params = [], []
+        if not short:
+            branches += [f"SELECT id FROM {table} WHERE search_text LIKE %s",
+                         f"SELECT {owner} AS id FROM crm_email WHERE address LIKE %s"]
+            params += [f"%{clean}%"] * 2
+        elif word:
+            branches.append(f"SELECT id FROM {table} WHERE to_tsvector('simple', search_text) "
+                            "@@ to_tsquery('simple', %s)")
+            params.append(f"{word}:*")
         if e164:
-            branches.append(f"SELECT {owner} FROM crm_phone WHERE e164 = %s AND {owner} IS NOT NULL")
+            branches.append(f"SELECT {owner} AS id FROM crm_phone WHERE e164 = %s")
             params.append(e164)
-        if table == "crm_contact":
-            branches.append("SELECT crm_contact_company.contact_id FROM crm_contact_company JOIN crm_company "
-                            "ON crm_company.id = crm_contact_company.company_id "
-                            "WHERE crm_company.search_text LIKE %s AND crm_company.merged_into_id IS NULL")
-            params.append(like)
-        statements.append((f"SELECT {table}.id, {table}.{name} FROM {table} JOIN ({' UNION '.join(branches)}) "
-                           f"AS hits ON hits.id = {table}.id WHERE {table}.merged_into_id IS NULL"
-                           f"{_visible_sql(table, vis)} ORDER BY length({table}.{name}), {table}.{name}, "
-                           f"{table}.id LIMIT {int(limit)}", params))
-    return statements
-
-
-def raw_search(raw: Raw, v: dict, vis):
-    found = []
-    for (sql, params), kind in zip(search_sql(v["q"], vis), ("company", "contact")):
-        found += [(kind, r[0], r[1]) for r in raw.all(sql, params)]
-    return found[:20]
+        if table == "crm_contact" and company_ids:
+            branches.append("SELECT contact_id AS id FROM crm_contact_company "
+                            f"WHERE company_id IN ({_ids(company_ids)})")
+        if not branches:
+            continue
+        rows = raw.all(f"SELECT {table}.id, {table}.{name} FROM {table} JOIN ({' UNION '.join(branches)}) "
+                       f"AS hits ON hits.id = {table}.id WHERE {table}.merged_into_id IS NULL"
+                       f"{_visible_sql(table, vis)} ORDER BY length({table}.{name}), {table}.{name}, "
+                       f"{table}.id LIMIT {int(limit)}", params)
+        if table == "crm_company":
+            company_ids = [r[0] for r in rows]
+        found += [("company" if table == "crm_company" else "contact", r[0], r[1]) for r in rows]
+    return found[:limit]
 
 
 def _scope_sql(company_ids, contact_ids) -> str:
@@ -777,7 +786,8 @@ def _key(op: str, body: dict):
     """What the API answered, in the shape the raw functions return."""
     result = body["result"]
     if op.startswith("list"):
-        return {"count": body["count"], "ids": body["ids"], "names": [r["full_name"] for r in result]}
+        return {"count": body["count"], "capped": body["count_capped"], "ids": body["ids"],
+                "names": [r["full_name"] for r in result]}
     if op.startswith("search"):
         return [(r["kind"], r["id"], r["name"]) for r in result]
     return {"people": [p["id"] for p in result["people"]],
@@ -790,7 +800,7 @@ def _rows(op: str, key) -> str:
     if key is None:
         return "-"
     if op.startswith("list"):
-        return f"{len(key['names'])}/{key['count']}"
+        return f"{len(key['names'])}/{key['count']}{'+' * key['capped']}"
     if op.startswith("search"):
         return str(len(key))
     return f"{len(key['people'])}p+{len(key['timeline'])}t/{key['total']}"
@@ -1045,193 +1055,6 @@ def plans(raw: Raw, captured: dict) -> dict[str, list[str]]:
     return found
 
 
-# -- what-if: the proposed changes, applied in this process only ---------------------------------------
-
-def proposed_search(session, q: str, user, limit: int = 20) -> list[dict]:
-    """A drop-in for `plugins.crm.queries.search` (same signature, same answer shape), as proposed:
-
-    * one UNION of per-source SELECTs per kind instead of `search_text LIKE … OR id IN (subquery) OR …`,
-      so that each source can use its own index (trigram GIN on search_text and e-mail address, btree on
-      crm_phone.e164) instead of a sequential scan of the whole table with hashed subplans;
-    * on PostgreSQL, for inputs shorter than 3 characters (no trigram can be extracted: 2-character
-      Chinese names such as 张伟, 2-letter initials such as zw), a prefix match on the words of
-      search_text through a GIN full-text index (`to_tsvector('simple', search_text)`), and no
-      substring match on e-mail addresses;
-    * contacts found through their company only for the companies this search returned (at most
-      `limit`), not for every company whose name matches anywhere (3-letter initials match thousands);
-    * the record rules (owner/team) inside each branch on PostgreSQL, but once on the union on SQLite,
-      whose planner would otherwise drive every branch from the owner and team indexes (slower for reps).
-    """
-    import re
-
-    from sqlalchemy import func, literal_column, select, union
-
-    from plugins.crm.models import Company, Contact, ContactCompany, Email, Phone
-    from plugins.crm.normalize import normalize_name, phone_query
-    from plugins.crm.queries import KINDS, _visible
-    from plugins.crm.services import phone_region
-
-    text = normalize_name(q)
-    if len(text) < 1:
-        return []
-    clean = text.replace("%", "").replace("_", "")
-    like = f"%{clean}%"
-    e164 = phone_query(q, phone_region())
-    postgres = session.get_bind().dialect.name == "postgresql"
-    short = len(clean) < 3 and postgres
-    word = re.sub(r"\W", "", clean)
-    results: list[dict] = []
-    company_ids: list[int] = []
-    for kind, model in KINDS.items():  # companies first, as now
-        name = model.full_name if model is Contact else model.name
-        not_merged, *rules = _visible(model, user, session)
-        base = select(model.id.label("id"), name.label("name")).where(not_merged, *(rules if postgres else []))
-        branches = []
-        if short:
-            if word:
-                vector = func.to_tsvector(literal_column("'simple'::regconfig"), model.search_text)
-                branches.append(base.where(vector.op("@@")(func.to_tsquery(literal_column("'simple'::regconfig"),
-                                                                            f"{word}:*"))))
-        else:
-            owner = Email.contact_id if model is Contact else Email.company_id
-            branches += [base.where(model.search_text.like(like)),
-                         base.join(Email, owner == model.id).where(Email.address.like(like))]
-        if e164:
-            owner = Phone.contact_id if model is Contact else Phone.company_id
-            branches.append(base.join(Phone, owner == model.id).where(Phone.e164 == e164))
-        if model is Contact and company_ids:
-            branches.append(base.join(ContactCompany, ContactCompany.contact_id == Contact.id)
-                            .where(ContactCompany.company_id.in_(company_ids)))
-        if not branches:
-            continue
-        hits = union(*branches).subquery("hits")
-        query = select(hits.c.id, hits.c.name)
-        if rules and not postgres:
-            query = query.join(model, model.id == hits.c.id).where(*rules)
-        rows = session.execute(query.order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)).all()
-        if model is Company:
-            company_ids = [row.id for row in rows]
-        results += [{"kind": kind, "id": row.id, "name": row.name} for row in rows]
-    return results[:limit]
-
-
-class _CappedCount:
-    """Proposed for ContactApi/CompanyApi: a SQLAInterface whose `query_count` stops at COUNT_CAP rows
-    (`count` 10001 then means "more than 10,000"), instead of counting every matching row."""
-
-    COUNT_CAP = 10_001
-
-    @staticmethod
-    def query_count(datamodel, query, filters=None, select_columns=None) -> int:
-        inner = datamodel._apply_inner_all(query, filters, select_columns=select_columns, aliases_mapping={})
-        return inner.limit(_CappedCount.COUNT_CAP).count()
-
-
-class _patched:
-    """Swap attributes for the duration of a block (this process only), then put them back."""
-
-    def __init__(self, *swaps):
-        self.swaps = swaps  # (object, attribute name, new value)
-
-    def __enter__(self):
-        self.saved = [(obj, name, obj.__dict__.get(name, _patched)) for obj, name, _value in self.swaps]
-        for obj, name, value in self.swaps:
-            setattr(obj, name, value)
-
-    def __exit__(self, *exc):
-        for obj, name, old in self.saved:
-            if old is _patched:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, old)
-
-
-def _cached_rison_validation():
-    """Proposed for bigledger_core: FAB's @rison decorator calls `jsonschema.validate(instance, schema)`,
-    which checks the schema itself against the meta-schema on every request; validate with one validator
-    per schema, built once."""
-    import types
-
-    import flask_appbuilder.api as fab_api
-    import jsonschema
-
-    validators: dict[int, tuple] = {}
-
-    def validate(instance, schema):
-        if id(schema) not in validators:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validators[id(schema)] = (cls(schema), schema)
-        error = jsonschema.exceptions.best_match(validators[id(schema)][0].iter_errors(instance))
-        if error is not None:
-            raise error
-
-    shim = types.SimpleNamespace(validate=validate, ValidationError=jsonschema.ValidationError)
-    return fab_api, "jsonschema", shim
-
-
-def proposals(app, backend: str, raw: Raw, data: Dataset, args, before: list[dict]) -> dict:
-    """Measure the proposed changes through the same API calls: the list with a cached rison validator and
-    a capped count; search through `proposed_search` (with the full-text index it needs on PostgreSQL).
-    The raw side replays, on the raw connection, the CRM statements the proposed code sent."""
-    import types
-
-    import plugins.crm.views as crm_views
-
-    timings = {}
-    if backend == "postgresql":
-        start = time.perf_counter()
-        for table in ("crm_contact", "crm_company"):
-            raw.run(f"CREATE INDEX ix_{table}_search_ts ON {table} "
-                    "USING gin (to_tsvector('simple'::regconfig, search_text))")
-        raw.run("ANALYZE crm_contact, crm_company")
-        timings["create_fulltext_indexes_s"] = round(time.perf_counter() - start, 1)
-    api = next(v for v in app.appbuilder.baseviews if type(v).__name__ == "ContactApi")
-    capped = types.MethodType(_CappedCount.query_count, api.datamodel)
-    now = {(r["operation"], r["user"]): r for r in before}
-    statements, stop = _capture(app)
-    results = []
-    try:
-        for user in ("admin", "rep1"):
-            client, headers = _login(app, user)
-            http = _get(client, headers)
-            for op in _operations(data, user):
-                if op["kind"] == "list":
-                    change = "rison schema validated by a cached validator + count capped at 10,001"
-                    swaps = _patched(_cached_rison_validation(), (api.datamodel, "query_count", capped))
-                elif op["kind"] == "search":
-                    change = "UNION per source" + (" + whole-word full-text match under 3 chars" * (
-                        backend == "postgresql")) + " + contacts via the companies found"
-                    swaps = _patched((crm_views, "search", proposed_search))
-                else:
-                    continue
-                answers, answered, failed = [], [], {}
-                with swaps:
-                    for v in op["variants"]:
-                        statements.clear()
-                        try:
-                            answers.append(_key(op["kind"], http(v).get_json()))
-                        except RuntimeError as exc:
-                            failed[str(_input(v))] = str(exc)
-                            continue
-                        v["replay"] = _crm(statements)
-                        answered.append(v)
-                    http_ms, http_failures = _timed(http, answered, args.warmup, args.requests, args.budget) \
-                        if answered else ([], 0)
-                raw_ms, raw_failures = _timed(lambda v: raw.replay(v["replay"]), answered, args.warmup,
-                                              len(http_ms), args.budget) \
-                    if answered else ([], 0)
-                base = now[(op["label"], user)]
-                row = _row(op, backend, user, answers, http_ms, raw_ms, failed, change=change,
-                           before_p50_ms=base["p50_ms"], before_p99_ms=base["p99_ms"], before_failed=base["failed"],
-                           failed_while_timing={"api": http_failures, "raw": raw_failures})
-                results.append(row)
-                _print_row(row, "proposed: ")
-    finally:
-        stop()
-    return {"timings": timings, "rows": results}
-
-
 # -- one backend ---------------------------------------------------------------------------------------
 
 def run(backend: str, url: str, raw_target: str, folder: Path, contacts: int, args) -> dict:
@@ -1267,11 +1090,6 @@ def run(backend: str, url: str, raw_target: str, folder: Path, contacts: int, ar
         except Exception as exc:  # noqa: BLE001 - the measurements are still worth reporting
             traceback.print_exc()
             query_plans, errors["plans"] = {}, f"{type(exc).__name__}: {exc}"
-        try:
-            proposed = None if args.no_proposals else proposals(app, backend, raw, data, args, rows)
-        except Exception as exc:  # noqa: BLE001
-            traceback.print_exc()
-            proposed, errors["proposals"] = None, f"{type(exc).__name__}: {exc}"
     finally:
         raw.close()
         with app.app_context():
@@ -1282,7 +1100,7 @@ def run(backend: str, url: str, raw_target: str, folder: Path, contacts: int, ar
             "distinct_names": data.distinct_names, "prepare_s": round(data.prepare_seconds, 1),
             "load_s": round(load_s, 1), "load_timings": timings, "total_s": round(time.perf_counter() - started, 1),
             "phones_misparsed_in_sample": bad_phones, "statement_timeout_s": args.statement_timeout, "rows": rows,
-            "plans": query_plans, "proposals": proposed, "errors": errors}
+            "plans": query_plans, "errors": errors}
 
 
 def _num(value, failed=None) -> str:
@@ -1307,18 +1125,6 @@ def _print_table(results: list[dict]) -> None:
               f"{r['sql_per_request']:g}", {True: "yes", False: "NO", None: "-"}[r["same_rows"]], _verdict(r)]
              for result in results for r in result.get("rows", [])]
     _print_rows(header, table)
-
-
-def _print_proposals(results: list[dict]) -> None:
-    header = ["operation", "backend", "user", "rows", "p50 ms", "p99 ms", "raw p50 ms", "ratio", "was p50",
-              "was p99", "target met", "change"]
-    table = [[r["operation"], r["backend"], r["user"], r["rows"], _num(r["p50_ms"]), _num(r["p99_ms"], r["failed"]),
-              _num(r["raw_p50_ms"]), _num(r["ratio"]), _num(r["before_p50_ms"]),
-              _num(r["before_p99_ms"], r["before_failed"]), _verdict(r), r["change"]]
-             for result in results if result.get("proposals") for r in result["proposals"]["rows"]]
-    if table:
-        print("\nWith the proposed changes (applied in this process only):")
-        _print_rows(header, table)
 
 
 def _print_rows(header: list[str], table: list[list]) -> None:
@@ -1371,8 +1177,6 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--explain", action="store_true", help="print the query plans (always in the JSON)")
     parser.add_argument("--show-sql", action="store_true", help="print the SQL each API call runs")
-    parser.add_argument("--no-proposals", action="store_true",
-                        help="skip measuring the proposed changes (applied in this process only)")
     parser.add_argument("--statement-timeout", type=float, default=10.0,
                         help="PostgreSQL statement_timeout in seconds, for the app and the raw connection")
     args = parser.parse_args()
@@ -1406,7 +1210,6 @@ def main() -> None:
                         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print()
     _print_table(results)
-    _print_proposals(results)
     for result in results:
         if "error" in result:
             print(f"{result['backend']}: FAILED {result['error']}")

@@ -14,6 +14,7 @@ from flask_wtf.csrf import CSRFProtect
 from .config import build_config
 from .db import db
 from .i18n import select_locale
+from .lists import cache_rison_schema_validation
 from .modules import Ownership, guard_request
 from .plugins import CORE, PluginHost
 from .security import collect_roles
@@ -35,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
                 static_url_path="/static/bigledger")
     app.config.update(settings)
     app.add_template_filter(json.loads, "from_json")
+    cache_rison_schema_validation()
     host = plugin_host or PluginHost(offered=_offered(settings["BIGLEDGER_MODULES"]),
                                      strict=settings["BIGLEDGER_STRICT_PLUGINS"],
                                      extra_plugins=settings["BIGLEDGER_EXTRA_PLUGINS"])

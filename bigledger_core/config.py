@@ -64,6 +64,12 @@ SETTINGS: list[Setting] = [
             ["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "txt", "csv", "rtf", "png", "jpg",
              "jpeg", "gif", "webp", "zip", "eml", "msg"],
             "Comma-separated file extensions documents may have.", _list),
+    Setting("BIGLEDGER_LIST_COUNT_CAP", 10000,
+            "Lists and the REST API count matching records up to this many; past it they show \"more than\" the "
+            "cap (the API answers `count_capped: true`). `0` counts every row.", int),
+    Setting("BIGLEDGER_SEARCH_TIMEOUT", 2.0,
+            "Seconds one search statement may run on PostgreSQL before it is stopped and the user is asked to "
+            "search more precisely (`0`: no limit).", float),
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
             "Where rate-limit counters live; use `redis://…` when several web workers run."),
@@ -199,6 +205,8 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "BIGLEDGER_DOCUMENT_MAX_MB": setting("BIGLEDGER_DOCUMENT_MAX_MB"),
         "BIGLEDGER_DOCUMENT_TYPES": setting("BIGLEDGER_DOCUMENT_TYPES"),
         "BIGLEDGER_EXTRA_PLUGINS": setting("BIGLEDGER_EXTRA_PLUGINS"),
+        "BIGLEDGER_LIST_COUNT_CAP": setting("BIGLEDGER_LIST_COUNT_CAP"),
+        "BIGLEDGER_SEARCH_TIMEOUT": setting("BIGLEDGER_SEARCH_TIMEOUT"),
         # Schema comes from Alembic migrations; FAB must not create tables or sync
         # permissions on every start (`bigledger db upgrade` does it once).
         "FAB_CREATE_DB": False,

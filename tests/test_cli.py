@@ -90,7 +90,7 @@ def test_downgrade_a_module_branch(instance):
     bigledger("db", "upgrade", env=instance)
     bigledger("db", "downgrade", "sample@base", env=instance)
     current = bigledger("db", "current", env=instance).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0001"],
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0002"],
                                                                        ["sample", "-"]]
 
 

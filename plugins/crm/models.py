@@ -23,6 +23,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
@@ -85,6 +87,7 @@ class Company(OwnedMixin, _Record, Model):
     __table_args__ = (
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="ck_crm_company_not_own_parent"),
         Index("ix_crm_company_name", "name"),
+        Index("ix_crm_company_name_lower", func.lower(text("name"))),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -116,7 +119,8 @@ class Contact(OwnedMixin, _Record, Model):
     """A person. A Chinese name is family + given name (`张` + `伟`); `full_name` is what is shown."""
 
     __tablename__ = "crm_contact"
-    __table_args__ = (Index("ix_crm_contact_full_name", "full_name"),)
+    __table_args__ = (Index("ix_crm_contact_full_name", "full_name"),
+                      Index("ix_crm_contact_full_name_lower", func.lower(text("full_name"))))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     full_name: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -1,12 +1,14 @@
 """Read side of the CRM: search, likely duplicates, the timeline and the 360° view, all set-based."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import func, or_, select, union
+from sqlalchemy import func, literal_column, or_, select, union
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from bigledger_core.security import visibility_clause
@@ -33,32 +35,79 @@ def _visible(model, user, session: Session):
     return [model.merged_into_id.is_(None)] + ([clause] if clause is not None else [])
 
 
+class SearchTimeout(Exception):
+    """A search statement ran longer than `BIGLEDGER_SEARCH_TIMEOUT` allows and PostgreSQL stopped it."""
+
+
+# pg_trgm extracts no trigram from fewer characters: shorter input is matched word by word on PostgreSQL
+SHORT_INPUT = 3
+_SIMPLE = literal_column("'simple'::regconfig")  # a constant, so the full-text index's expression matches
+
+
 def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
-    """Companies and contacts matching `q` by name, pinyin, e-mail, phone (any format) or company name."""
+    """Companies and contacts matching `q` by name, pinyin, e-mail, phone (any format) or company name:
+    companies first, then contacts, each shortest name first. On PostgreSQL an input shorter than 3
+    characters matches the start of a word (a name, its pinyin or initials); longer input anywhere.
+    Raises SearchTimeout when a statement runs past `BIGLEDGER_SEARCH_TIMEOUT` seconds (PostgreSQL)."""
     text = normalize_name(q)
     if len(text) < 1:
         return []
-    like = f"%{text.replace('%', '').replace('_', '')}%"
+    timeout = current_app.config.get("BIGLEDGER_SEARCH_TIMEOUT") or 0
+    if session.get_bind().dialect.name != "postgresql" or timeout <= 0:
+        return _search(session, text, q, user, limit)
+    # for this transaction only (set_config(..., true) is SET LOCAL), then back to what it was
+    connection = session.connection()
+    previous = connection.exec_driver_sql(
+        "SELECT current_setting('statement_timeout'), "
+        f"set_config('statement_timeout', '{int(timeout * 1000)}', true)").scalar()
+    try:
+        found = _search(session, text, q, user, limit)
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        session.rollback()
+        raise SearchTimeout(str(exc.orig)) from None
+    connection.exec_driver_sql("SELECT set_config('statement_timeout', %(previous)s, true)", {"previous": previous})
+    return found
+
+
+def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]:
+    clean = text.replace("%", "").replace("_", "")
+    like = f"%{clean}%"
     e164 = phone_query(q, phone_region())
+    short = len(clean) < SHORT_INPUT and session.get_bind().dialect.name == "postgresql"
+    word = re.sub(r"\W", "", clean)
     results: list[dict] = []
-    for kind, model in KINDS.items():
-        owner = Email.contact_id if model is Contact else Email.company_id
-        phone_owner = Phone.contact_id if model is Contact else Phone.company_id
-        # one indexed lookup per way of matching, united; then the visible records among them
-        branches = [select(model.id.label("id")).where(model.search_text.like(like)),
-                    select(owner.label("id")).where(Email.address.like(like), owner.is_not(None))]
-        if e164:
-            branches.append(select(phone_owner.label("id")).where(Phone.e164 == e164, phone_owner.is_not(None)))
-        if model is Contact:
-            branches.append(select(ContactCompany.contact_id.label("id"))
-                            .join(Company, Company.id == ContactCompany.company_id)
-                            .where(Company.search_text.like(like), Company.merged_into_id.is_(None)))
-        ids = union(*branches).subquery()
+    company_ids: list[int] = []
+    for kind, model in KINDS.items():  # companies first: their contacts are found through them
         name = model.full_name if model is Contact else model.name
-        query = (select(model.id, name.label("name")).join(ids, ids.c.id == model.id)
-                 .where(*_visible(model, user, session))
-                 .order_by(func.length(name), name, model.id).limit(limit))
-        results += [{"kind": kind, "id": row.id, "name": row.name} for row in session.execute(query)]
+        visible = _visible(model, user, session)
+        matches = []
+        if not short:
+            owner = Email.contact_id if model is Contact else Email.company_id
+            matches += [model.search_text.like(like), model.id.in_(select(owner).where(Email.address.like(like)))]
+        elif word:
+            vector = func.to_tsvector(_SIMPLE, model.search_text)
+            matches.append(vector.op("@@")(func.to_tsquery(_SIMPLE, f"{word}:*")))
+        if e164:
+            owner = Phone.contact_id if model is Contact else Phone.company_id
+            matches.append(model.id.in_(select(owner).where(Phone.e164 == e164)))
+        if model is Contact and company_ids:
+            matches.append(Contact.id.in_(select(ContactCompany.contact_id)
+                                          .where(ContactCompany.company_id.in_(company_ids))))
+        if not matches:
+            continue
+        # each way of matching filters and keeps its own first `limit` (its index does the work), then the
+        # union of those few rows is ordered once
+        order = (func.length(name), name, model.id)
+        branches = [select(model.id.label("id"), name.label("name")).where(match, *visible).order_by(*order)
+                    .limit(limit).subquery() for match in matches]
+        hits = union(*[select(b.c.id, b.c.name) for b in branches]).subquery("hits")
+        rows = session.execute(select(hits.c.id, hits.c.name)
+                               .order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)).all()
+        if model is Company:
+            company_ids = [row.id for row in rows]
+        results += [{"kind": kind, "id": row.id, "name": row.name} for row in rows]
     return results[:limit]
 
 

@@ -25,6 +25,7 @@ from wtforms.validators import Optional
 
 from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
+from bigledger_core.lists import CappedCountApiMixin, CappedCountInterface
 from bigledger_core.security import OwnedRecordsMixin, visibility_clause
 
 from .documents import path_for, store
@@ -44,7 +45,7 @@ from .models import (
     Phone,
     Tag,
 )
-from .queries import KINDS, customer_360, likely_duplicates, search
+from .queries import KINDS, SearchTimeout, customer_360, likely_duplicates, search
 from .services import CrmValidationError, check_parent, clean_custom
 
 LABELS = {
@@ -70,6 +71,10 @@ KIND_LABELS = {"call": _l("Call"), "meeting": _l("Meeting"), "email": _l("E-mail
                "task": _l("Task")}
 STATUS_LABELS = {"prospect": _l("Prospect"), "customer": _l("Customer"), "partner": _l("Partner"),
                  "inactive": _l("Inactive")}
+
+
+class _RecordInterface(CappedCountInterface, CrmInterface):
+    """Companies and contacts: custom-field filters, and a list count that stops at BIGLEDGER_LIST_COUNT_CAP."""
 
 
 class FilterNotMerged(BaseFilter):
@@ -211,7 +216,7 @@ class ActivityView(ListExportMixin, ModelView):
 class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     export_name = "companies"
     custom_entity = "company"
-    datamodel = CrmInterface(Company)
+    datamodel = _RecordInterface(Company)
     class_permission_name = "CrmCompany"
     list_title = _l("Companies")
     show_title = _l("Company")
@@ -237,7 +242,7 @@ class CompanyView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecor
 class ContactView(ListExportMixin, CustomFieldsFormMixin, _NotMerged, OwnedRecordsMixin, ModelView):
     export_name = "contacts"
     custom_entity = "contact"
-    datamodel = CrmInterface(Contact)
+    datamodel = _RecordInterface(Contact)
     class_permission_name = "CrmContact"
     list_title = _l("Contacts")
     show_title = _l("Contact")
@@ -437,9 +442,9 @@ class _NullableColumns:
                     field.allow_none = True
 
 
-class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
+class CompanyApi(CappedCountApiMixin, _NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/company"
-    datamodel = CrmInterface(Company)
+    datamodel = _RecordInterface(Company)
     class_permission_name = "CrmCompany"
     list_columns = ["id", "name", "name_en", "industry", "region", "status", "parent_id", "owner_id", "team_id",
                     "external_id", "custom", "version"]
@@ -465,9 +470,9 @@ class CompanyApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
         _check_custom("company", item)
 
 
-class ContactApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
+class ContactApi(CappedCountApiMixin, _NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/contact"
-    datamodel = CrmInterface(Contact)
+    datamodel = _RecordInterface(Contact)
     class_permission_name = "CrmContact"
     list_columns = ["id", "full_name", "family_name", "given_name", "name_en", "title", "owner_id", "team_id",
                     "external_id", "custom", "version"]
@@ -531,6 +536,7 @@ class CrmApi(BaseApi):
           - {in: query, name: limit, schema: {type: integer}}
           responses:
             200: {description: matching records}
+            503: {description: the search ran past BIGLEDGER_SEARCH_TIMEOUT and was stopped}
         """
         q = (request.args.get("q") or "").strip()
         if not q:
@@ -538,7 +544,12 @@ class CrmApi(BaseApi):
         if len(q) > 200:
             return self.response_400(message=str(_l("q: at most 200 characters")))
         limit = min(max(request.args.get("limit", 20, type=int), 1), 100)
-        return self.response(200, result=search(db.session, q, g.user, limit))
+        try:
+            return self.response(200, result=search(db.session, q, g.user, limit))
+        except SearchTimeout:
+            return self.response(503, message=str(_l(
+                "q: this search took too long and was stopped; type more of the name, e-mail or phone number "
+                "and try again")))
 
     @expose("/duplicates/<kind>", methods=["GET"])
     @protect()
