@@ -123,6 +123,14 @@ def crm_customer_panels(customer):
     `url`. Keep it to a few quick queries: the view must stay fast."""
 
 
+@hookspec
+def crm_validate_stage_change(deal, stage):
+    """Called before a deal moves to another stage, is won (`stage` is then the won stage) or moves past a
+    stage. `deal` is a `plugins.crm.pipeline.models.Deal` still in its current stage, `stage` the target
+    `Stage`. Return None (or an empty list) to allow the move, or a list of translated reasons to refuse it;
+    the user sees every reason. Must not change the database."""
+
+
 # -- CRM events: delivered after the change commits ---------------------------------------------------
 
 @hookspec
@@ -159,3 +167,29 @@ def crm_company_updated(event):
 def crm_company_merged(event):
     """Event, after a company was merged into another. `event.payload`: `survivor_id`, `merged_id`.
     Returns nothing."""
+
+
+@hookspec
+def crm_deal_created(event):
+    """Event, after a deal was created. `event.payload`: `id`, `name`, `company_id`, `contact_id`, `owner_id`,
+    `team_id`, `pipeline_id`, `stage_id`, `stage`, `status`, `currency`, `amount` and `probability` (decimal
+    strings), `lead_id`, `source`. Returns nothing."""
+
+
+@hookspec
+def crm_deal_stage_changed(event):
+    """Event, after a deal moved to another stage (including into the won stage). `event.payload`: as
+    `crm_deal_created` plus `from_stage_id`, `from_stage` and `user_id`. Returns nothing."""
+
+
+@hookspec
+def crm_deal_won(event):
+    """Event, after a deal was won. `event.payload`: as `crm_deal_created` plus `reason`, `closed_at` and
+    `lines` (each `product`, `product_code`, `quantity`, `unit_price`, `discount`, `billing_period`,
+    `term_months`, `total`). Returns nothing."""
+
+
+@hookspec
+def crm_deal_lost(event):
+    """Event, after a deal was lost. `event.payload`: as `crm_deal_created` plus `reason`, `closed_at` and
+    `lost_to` (the competitor's name or null). Returns nothing."""

@@ -11,6 +11,8 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
+DEMO_TABLES = ("ab_user", "bl_team", "sample_note", "crm_deal", "crm_stage_history", "crm_activity")
+
 def bigledger(*args, env=None, ok=True, exe="bigledger"):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIGLEDGER_")}
     full_env.update({"BIGLEDGER_ENV": "development", "LANG": "en_US.UTF-8", "PYTHONPATH": str(ROOT)})
@@ -59,11 +61,12 @@ def test_set_up_an_instance_from_nothing(instance):
     assert "demo users created" in first and "demo data: sample" in first
     engine = create_engine(instance["BIGLEDGER_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        counts = [conn.scalar(text(f"SELECT count(*) FROM {t}")) for t in ("ab_user", "bl_team", "sample_note")]
+        counts = [conn.scalar(text(f"SELECT count(*) FROM {t}")) for t in DEMO_TABLES]
     second = bigledger("demo", env=instance).stdout
     assert "demo users created" not in second
     with engine.connect() as conn:
-        assert [conn.scalar(text(f"SELECT count(*) FROM {t}")) for t in ("ab_user", "bl_team", "sample_note")] == counts
+        assert [conn.scalar(text(f"SELECT count(*) FROM {t}")) for t in DEMO_TABLES] == counts
+        assert counts[3] >= 6 and conn.scalar(text("SELECT count(*) FROM crm_deal WHERE status = 'won'")) >= 1
         assert conn.scalar(text("SELECT name_en FROM bl_team WHERE name = '华东销售部'")) == "East China Sales"
     engine.dispose()
 
@@ -90,7 +93,7 @@ def test_downgrade_a_module_branch(instance):
     bigledger("db", "upgrade", env=instance)
     bigledger("db", "downgrade", "sample@base", env=instance)
     current = bigledger("db", "current", env=instance).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0002"],
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0003"],
                                                                        ["sample", "-"]]
 
 

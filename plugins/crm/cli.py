@@ -11,12 +11,15 @@ from sqlalchemy import select
 
 from bigledger_core.cli import with_appcontext
 
+from .pipeline.cli import deal as deal_group
+from .pipeline.cli import pipeline as pipeline_group
+
 ENTITIES = {"contacts": "contact", "companies": "company"}
 
 
 @click.group()
 def crm():
-    """CRM: import and export contacts and companies."""
+    """CRM: contacts and companies (import, export), pipelines and deals."""
 
 
 def _owner_id(session, username: str | None) -> int | None:
@@ -136,3 +139,7 @@ def export_command(entity, file):
         raise click.ClickException(gettext("Cannot write %(file)s: %(reason)s", file=file,
                                            reason=exc.strerror or exc)) from None
     click.echo(gettext("%(count)s records written to %(file)s", count=count, file=file))
+
+
+crm.add_command(pipeline_group)
+crm.add_command(deal_group)

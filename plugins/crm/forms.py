@@ -222,14 +222,19 @@ class ListExportMixin:
         if entity in {"contact", "company"}:
             rows = (contact_rows if entity == "contact" else company_rows)(db.session, statement)
             return rows, export_columns(db.session, entity)
+        from sqlalchemy import inspect as inspect_model
+        from sqlalchemy.orm import selectinload
+
         columns = [(c, str(self.label_columns.get(c, c))) for c in self.list_columns]
         model = self.datamodel.obj
+        related = inspect_model(model).relationships
+        options = [selectinload(getattr(model, c)) for c, _label in columns if c in related]  # no query per row
 
         def rows():
             ids = [row[0] for row in db.session.execute(statement)]
             for start in range(0, len(ids), 1000):
                 chunk = ids[start:start + 1000]
-                found = {r.id: r for r in db.session.query(model).filter(model.id.in_(chunk))}
+                found = {r.id: r for r in db.session.query(model).options(*options).filter(model.id.in_(chunk))}
                 for pk in chunk:
                     record = found[pk]
                     yield {c: _plain(getattr(record, c, None)) for c, _label in columns}

@@ -256,7 +256,8 @@ class CustomField(Model):
 
 
 class Activity(Model):
-    """A call, meeting, e-mail, note or task on a contact and/or a company."""
+    """A call, meeting, e-mail, note or task on a contact and/or a company, and perhaps a deal (a deal's stage
+    creates its activities as tasks with `stage_id` set)."""
 
     __tablename__ = "crm_activity"
     __table_args__ = (
@@ -277,10 +278,13 @@ class Activity(Model):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("crm_contact.id", ondelete="CASCADE"))
     company_id: Mapped[int | None] = mapped_column(ForeignKey("crm_company.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("ab_user.id", ondelete="SET NULL"), index=True)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("crm_deal.id", ondelete="CASCADE"), index=True)
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("crm_stage.id", ondelete="SET NULL"), index=True)
 
     contact = relationship(Contact)
     company = relationship(Company)
     user = relationship("User")
+    deal = relationship("Deal")
 
 
 class Document(Model):

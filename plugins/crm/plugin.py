@@ -4,6 +4,10 @@ from pathlib import Path
 from bigledger_core import __version__, hookimpl
 
 from . import documents, events, models, services  # noqa: F401  (tables, flush and commit rules)
+from .pipeline import events as pipeline_events
+from .pipeline import models as pipeline_models  # noqa: F401
+from .pipeline import services as pipeline_services
+from .pipeline import summary as pipeline_summary  # noqa: F401  (keeps the deal summary in step)
 
 # Every CRM screen and API names its permission "Crm…" so that roles can be written as patterns.
 _CRM = r"^(CRM|Crm.*)$"
@@ -25,7 +29,7 @@ def bigledger_manifest():
 def bigledger_roles():
     return [
         {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
-        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Opportunity|Activity|Quote|Document|Task).*)$", _WRITE)]},
+        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Deal|Board|Forecast|Competitor|Activity|Quote|Document|Task).*)$", _WRITE)]},
         {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company|Tag|Import).*)$", _WRITE)]},
         {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Customer|Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
@@ -49,18 +53,22 @@ def bigledger_register_views(appbuilder):
     from flask_babel import lazy_gettext as _l
 
     from .import_views import CrmImportView
+    from .pipeline.views import register as register_pipeline
     from .views import register
 
     register(appbuilder)
-    appbuilder.add_view(CrmImportView, "Import", label=_l("Import"), icon="fa-upload",
+    register_pipeline(appbuilder)
+    appbuilder.add_view(CrmImportView, "CrmImport", label=_l("Import"), icon="fa-upload",
                         category="CRM", category_label=_l("CRM"))
 
 
 @hookimpl
 def bigledger_load_demo(session, users):
     from .demo import load
+    from .pipeline.demo import load as load_deals
 
     load(session, users)
+    load_deals(session, users)
 
 
 @hookimpl
@@ -72,4 +80,13 @@ def bigledger_jobs():
 
 @hookimpl
 def bigledger_event_types():
-    return events.event_types()
+    return events.event_types() + pipeline_events.event_types()
+
+
+@hookimpl
+def crm_validate_stage_change(deal, stage):
+    from bigledger_core.db import db
+
+    return pipeline_services.missing_activities(db.session, deal, stage)
+
+

@@ -25,6 +25,7 @@ from .models import (
     Phone,
 )
 from .normalize import normalize_name, phone_query
+from .pipeline.queries import customer_deals, open_value_by_company, roll_up
 from .services import ancestors, custom_fields, descendants, phone_region
 
 KINDS = {"company": Company, "contact": Contact}
@@ -236,10 +237,14 @@ def _pairs(session: Session, statement) -> dict:
     return {key: value for key, value in session.execute(statement).all()}
 
 
+def _money(values: dict) -> dict[str, str]:
+    return {currency: str(amount) for currency, amount in sorted(values.items())}
+
+
 def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                  kinds: list[str] | None = None) -> dict[str, Any]:
-    """Everything about one customer in a handful of queries: profile, hierarchy, people, activities,
-    documents, and the panels of other modules."""
+    """Everything about one customer in a handful of queries: profile, hierarchy (with open deal value rolled
+    up), people, deals, activities, documents, and the panels of other modules."""
     below = descendants(session, record.id) if kind == "company" else None
     ref = customer_ref(session, kind, record, below)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
@@ -253,11 +258,15 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
         names = _pairs(session, select(Company.id, Company.name).where(Company.id.in_(chain + list(ref.company_ids))))
         counts = _pairs(session, select(ContactCompany.company_id, func.count()).where(
             ContactCompany.company_id.in_(ref.company_ids)).group_by(ContactCompany.company_id))
+        own = open_value_by_company(session, ref.company_ids, user)
+        rolled = roll_up(below, record.id, own)
         data["hierarchy"] = {
             "ancestors": [{"id": cid, "name": names.get(cid)} for cid in reversed(chain)],
             "children": [{"id": cid, "name": names.get(cid), "depth": depth, "parent_id": parent,
-                          "contacts": counts.get(cid, 0)} for cid, depth, parent in below],
+                          "contacts": counts.get(cid, 0), "open_value": _money(own.get(cid, {})),
+                          "open_value_rolled_up": _money(rolled.get(cid, {}))} for cid, depth, parent in below],
             "contacts_total": sum(counts.values()),
+            "open_value_total": _money(rolled.get(record.id, {})),
         }
         people = session.execute(
             select(Contact.id, Contact.full_name, Contact.title, ContactRole.name, ContactRole.name_en,
@@ -302,6 +311,7 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
     users = _pairs(session, select(User.id, User.username).where(User.id.in_({e.user_id for e in entries})))
     data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": users.get(e.user_id),
                         "changes": e.changes} for e in entries]
+    data["deals"] = customer_deals(session, ref, user)
     data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
         _activity_scope(ref)).group_by(Activity.kind))
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)

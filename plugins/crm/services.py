@@ -22,6 +22,7 @@ from .normalize import (
     search_text,
     split_chinese_name,
 )
+from .pipeline.models import Deal
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def clean_email(raw: str, field: str = "email") -> str:
 
 # -- audit trail ---------------------------------------------------------------------------------------
 
-_AUDITED = (Contact, Company, Address, Phone, Email)
+_AUDITED = (Contact, Company, Address, Phone, Email, Deal)
 _SKIP = {"search_text", "updated_at", "version", "created_at"}
 
 

@@ -69,6 +69,7 @@ LABELS = {
 
 KIND_LABELS = {"call": _l("Call"), "meeting": _l("Meeting"), "email": _l("E-mail"), "note": _l("Note"),
                "task": _l("Task")}
+DEAL_STATUS_LABELS = {"open": _l("Open"), "won": _l("Won"), "lost": _l("Lost")}
 STATUS_LABELS = {"prospect": _l("Prospect"), "customer": _l("Customer"), "partner": _l("Partner"),
                  "inactive": _l("Inactive")}
 
@@ -363,7 +364,8 @@ class CustomerView(BaseView):
                             kinds=chosen)
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
                                     locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen,
-                                    kind_labels=KIND_LABELS, status_labels=STATUS_LABELS)
+                                    kind_labels=KIND_LABELS, status_labels=STATUS_LABELS,
+                                    deal_status=DEAL_STATUS_LABELS)
 
     @expose("/<kind>/<int:pk>/documents", methods=["POST"])
     @has_access
@@ -621,7 +623,8 @@ class CrmApi(BaseApi):
                                                       page=request.args.get("page", 1, type=int), kinds=kinds))
 
 
-blueprint = Blueprint("crm_assets", __name__, template_folder="templates")
+blueprint = Blueprint("crm_assets", __name__, template_folder="templates", static_folder="static",
+                      static_url_path="/static/crm_assets")
 
 
 def _merge_endpoint(api, kind):
@@ -725,12 +728,12 @@ def register(appbuilder) -> None:
     """Add the CRM's screens and APIs (called by the plugin's `bigledger_register_views`)."""
     current_app.register_blueprint(blueprint)
     category = {"category": "CRM", "category_label": _l("CRM")}
-    appbuilder.add_view(CompanyView, "Companies", label=_l("Companies"), icon="fa-building", **category)
-    appbuilder.add_view(ContactView, "Contacts", label=_l("Contacts"), icon="fa-address-book", **category)
-    appbuilder.add_view(ActivityView, "Activities", label=_l("Activities"), icon="fa-calendar", **category)
-    appbuilder.add_view(TagView, "Tags", label=_l("Tags"), icon="fa-tags", **category)
-    appbuilder.add_view(CustomFieldView, "Custom fields", label=_l("Custom fields"), icon="fa-sliders", **category)
-    appbuilder.add_view(ContactRoleView, "Contact roles", label=_l("Contact roles"), icon="fa-id-badge", **category)
+    appbuilder.add_view(CompanyView, "CrmCompany", label=_l("Companies"), icon="fa-building", **category)
+    appbuilder.add_view(ContactView, "CrmContact", label=_l("Contacts"), icon="fa-address-book", **category)
+    appbuilder.add_view(ActivityView, "CrmActivity", label=_l("Activities"), icon="fa-calendar", **category)
+    appbuilder.add_view(TagView, "CrmTag", label=_l("Tags"), icon="fa-tags", **category)
+    appbuilder.add_view(CustomFieldView, "CrmSettingsCustomField", label=_l("Custom fields"), icon="fa-sliders", **category)
+    appbuilder.add_view(ContactRoleView, "CrmSettingsRole", label=_l("Contact roles"), icon="fa-id-badge", **category)
     from .segment_views import (
         SegmentApi,
         SegmentMembersApi,
@@ -738,7 +741,7 @@ def register(appbuilder) -> None:
         SegmentView,
     )
 
-    appbuilder.add_view(SegmentView, "Segments", label=_l("Segments"), icon="fa-filter", **category)
+    appbuilder.add_view(SegmentView, "CrmSegment", label=_l("Segments"), icon="fa-filter", **category)
     for view in (PhoneView, EmailView, AddressView, ContactCompanyView, CustomerView, SegmentMembersView):
         appbuilder.add_view_no_menu(view)
     for api in (CompanyApi, ContactApi, PhoneApi, EmailApi, AddressApi, ContactCompanyApi, ActivityApi, TagApi,

@@ -165,3 +165,33 @@ def crm_contact_updated(event):
 @hookimpl
 def crm_contact_merged(event):
     CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_deal_created(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_deal_stage_changed(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_deal_won(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_deal_lost(event):
+    CRM_EVENTS.append(event)
+
+
+STAGE_VETO = []  # reasons this plugin gives to refuse every stage change (tests fill it)
+STAGE_CHECKS = []  # (deal name, target stage name) for every check asked of this plugin
+
+
+@hookimpl
+def crm_validate_stage_change(deal, stage):
+    STAGE_CHECKS.append((deal.name, stage.name))
+    return list(STAGE_VETO)

@@ -1,0 +1,75 @@
+"""Pipeline reads for other parts of the CRM: a customer's deals for the 360° view and the open deal value
+of each company of a tree (rolled up by the hierarchy)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from bigledger_core.security import visibility_clause
+
+from .models import Deal, DealContact, Stage
+
+
+def _customer_clause(customer):
+    if customer.kind == "company":
+        return Deal.company_id.in_(customer.company_ids)
+    return or_(Deal.contact_id == customer.id,
+               Deal.id.in_(select(DealContact.deal_id).where(DealContact.contact_id == customer.id)))
+
+
+def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict:
+    """Open and closed deals of a company (with its subsidiaries) or a contact that `user` may see:
+    the newest `limit` of each, with counts and open totals per currency."""
+    where = [_customer_clause(customer)]
+    clause = visibility_clause(Deal, user, session)
+    if clause is not None:
+        where.append(clause)
+    columns = (Deal.id, Deal.name, Deal.status, Deal.amount, Deal.currency, Deal.probability, Deal.expected_close,
+               Deal.closed_at, Deal.close_reason, Deal.company_id, Stage.name.label("stage"))
+    result = {}
+    for key, statuses, order in (("open", ("open",), Deal.expected_close.asc()),
+                                 ("closed", ("won", "lost"), Deal.closed_at.desc())):
+        rows = session.execute(select(*columns).join(Stage, Stage.id == Deal.stage_id)
+                               .where(*where, Deal.status.in_(statuses))
+                               .order_by(order, Deal.id.desc()).limit(limit)).all()
+        result[key] = [{"id": r.id, "name": r.name, "status": r.status, "amount": str(r.amount),
+                        "currency": r.currency, "probability": str(r.probability), "stage": r.stage,
+                        "company_id": r.company_id,
+                        "expected_close": r.expected_close.isoformat() if r.expected_close else None,
+                        "closed_at": r.closed_at.isoformat() if r.closed_at else None,
+                        "reason": r.close_reason} for r in rows]
+    totals = session.execute(select(Deal.status, Deal.currency, func.count(), func.sum(Deal.amount))
+                             .where(*where).group_by(Deal.status, Deal.currency)).all()
+    result["counts"] = {status: 0 for status in ("open", "won", "lost")}
+    result["open_value"], result["won_value"] = {}, {}
+    for status, currency, count, amount in totals:
+        result["counts"][status] = result["counts"].get(status, 0) + count
+        if status in ("open", "won"):
+            result[f"{status}_value"][currency] = str(Decimal(amount or 0).quantize(Decimal("0.01")))
+    return result
+
+
+def open_value_by_company(session: Session, company_ids, user) -> dict[int, dict[str, Decimal]]:
+    """Open deal value per company and currency, for the companies given (one GROUP BY)."""
+    where = [Deal.company_id.in_(company_ids), Deal.status == "open"]
+    clause = visibility_clause(Deal, user, session)
+    if clause is not None:
+        where.append(clause)
+    values: dict[int, dict[str, Decimal]] = defaultdict(dict)
+    for company_id, currency, amount in session.execute(
+            select(Deal.company_id, Deal.currency, func.sum(Deal.amount)).where(*where)
+            .group_by(Deal.company_id, Deal.currency)):
+        values[company_id][currency] = Decimal(amount or 0).quantize(Decimal("0.01"))
+    return values
+
+
+def roll_up(tree: list[tuple[int, int, int]], root: int, own: dict[int, dict[str, Decimal]]) -> dict:
+    """Each company's value plus everything below it. `tree` is `descendants(root)`: (id, depth, parent)."""
+    total = {cid: dict(own.get(cid, {})) for cid in [root, *[c for c, _d, _p in tree]]}
+    for cid, _depth, parent in sorted(tree, key=lambda node: -node[1]):  # deepest first
+        for currency, amount in total[cid].items():
+            total[parent][currency] = total[parent].get(currency, Decimal(0)) + amount
+    return total
