@@ -70,9 +70,22 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_SEARCH_TIMEOUT", 2.0,
             "Seconds one search statement may run on PostgreSQL before it is stopped and the user is asked to "
             "search more precisely (`0`: no limit).", float),
+    Setting("BIGLEDGER_LEAD_DEFAULT_TEAM", None,
+            "Team (id, Chinese or English name) whose round robin receives new leads that no assignment rule "
+            "routes and that have no team of their own (default: such leads stay unassigned)."),
     Setting("BIGLEDGER_LOGIN_RATE_LIMIT", "10 per 20 second", "Login attempts allowed per client address."),
     Setting("BIGLEDGER_RATELIMIT_STORAGE_URI", "memory://",
             "Where rate-limit counters live; use `redis://…` when several web workers run."),
+    # -- lead capture
+    Setting("BIGLEDGER_FORM_RATE_LIMIT", "20 per minute",
+            "Web form submissions allowed per client address (all public lead forms together)."),
+    Setting("BIGLEDGER_FORM_MAX_KB", 64, "Largest web form submission read, in KB; a bigger one is refused (413).",
+            int),
+    Setting("BIGLEDGER_FORM_MIN_SECONDS", 2.0,
+            "Seconds a web form must be open before it may be sent (faster is refused as scripted).", float),
+    Setting("BIGLEDGER_FORM_MAX_HOURS", 24.0, "Hours a web form stays valid after it was shown.", float),
+    Setting("BIGLEDGER_LEAD_INBOX", [],
+            "Comma-separated e-mail addresses whose incoming mail becomes leads (none when unset).", _list),
     # -- events and scheduler
     Setting("BIGLEDGER_EVENT_FIRST_ATTEMPT", "background",
             "How the process that commits an event tries to deliver it: `background` (a thread, right after "
@@ -207,6 +220,7 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "BIGLEDGER_EXTRA_PLUGINS": setting("BIGLEDGER_EXTRA_PLUGINS"),
         "BIGLEDGER_LIST_COUNT_CAP": setting("BIGLEDGER_LIST_COUNT_CAP"),
         "BIGLEDGER_SEARCH_TIMEOUT": setting("BIGLEDGER_SEARCH_TIMEOUT"),
+        "BIGLEDGER_LEAD_DEFAULT_TEAM": setting("BIGLEDGER_LEAD_DEFAULT_TEAM"),
         # Schema comes from Alembic migrations; FAB must not create tables or sync
         # permissions on every start (`bigledger db upgrade` does it once).
         "FAB_CREATE_DB": False,
@@ -223,6 +237,11 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "AUTH_RATE_LIMIT": setting("BIGLEDGER_LOGIN_RATE_LIMIT"),
         "RATELIMIT_ENABLED": True,
         "RATELIMIT_STORAGE_URI": setting("BIGLEDGER_RATELIMIT_STORAGE_URI"),
+        "BIGLEDGER_FORM_RATE_LIMIT": setting("BIGLEDGER_FORM_RATE_LIMIT"),
+        "BIGLEDGER_FORM_MAX_KB": setting("BIGLEDGER_FORM_MAX_KB"),
+        "BIGLEDGER_FORM_MIN_SECONDS": setting("BIGLEDGER_FORM_MIN_SECONDS"),
+        "BIGLEDGER_FORM_MAX_HOURS": setting("BIGLEDGER_FORM_MAX_HOURS"),
+        "BIGLEDGER_LEAD_INBOX": setting("BIGLEDGER_LEAD_INBOX"),
         "WTF_CSRF_ENABLED": True,
         # no request body above this is read at all (imports take up to 50 MB, documents less)
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

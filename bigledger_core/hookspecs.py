@@ -131,6 +131,13 @@ def crm_validate_stage_change(deal, stage):
     the user sees every reason. Must not change the database."""
 
 
+@hookspec
+def crm_lead_facts(lead):
+    """Called when a lead is created. `lead` is a `plugins.crm.leads.models.Lead` (flushed, with an id).
+    Return facts you know about this person — fact keys or names (`"visited_pricing_page"`, `"访问了定价页"`)
+    or dicts `{"fact": …, "count": n}` — to be recorded and scored; unknown facts are ignored."""
+
+
 # -- CRM events: delivered after the change commits ---------------------------------------------------
 
 @hookspec
@@ -193,3 +200,22 @@ def crm_deal_won(event):
 def crm_deal_lost(event):
     """Event, after a deal was lost. `event.payload`: as `crm_deal_created` plus `reason`, `closed_at` and
     `lost_to` (the competitor's name or null). Returns nothing."""
+
+
+@hookspec
+def crm_lead_created(event):
+    """Event, after a lead was created (form, e-mail, API, import, screen). `event.payload`: `id`, `name`,
+    `email`, `phone`, `company_name`, `source`, `channel`, `campaign`, `owner_id`, `team_id`. Returns nothing."""
+
+
+@hookspec
+def crm_lead_qualified(event):
+    """Event, once per lead, when its score reached the threshold. `event.payload`: `id`, `name`, `score`,
+    `threshold`, `owner_id`, `team_id`, `source`, `channel`, `campaign`. Returns nothing."""
+
+
+@hookspec
+def crm_lead_converted(event):
+    """Event, after a lead was converted. `event.payload`: `id`, `name`, `company_id` (null when the lead had no
+    company), `company_created`, `contact_id`, `contact_created`, `deal_id`, `source`, `channel`, `campaign`,
+    `owner_id`, `team_id`, `user_id`. Returns nothing."""

@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
-DEMO_TABLES = ("ab_user", "bl_team", "sample_note", "crm_deal", "crm_stage_history", "crm_activity")
+DEMO_TABLES = ("ab_user", "bl_team", "sample_note", "crm_deal", "crm_stage_history", "crm_activity", "crm_lead")
 
 def bigledger(*args, env=None, ok=True, exe="bigledger"):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIGLEDGER_")}
@@ -93,7 +93,7 @@ def test_downgrade_a_module_branch(instance):
     bigledger("db", "upgrade", env=instance)
     bigledger("db", "downgrade", "sample@base", env=instance)
     current = bigledger("db", "current", env=instance).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0003"],
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0004"],
                                                                        ["sample", "-"]]
 
 

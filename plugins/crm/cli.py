@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from bigledger_core.cli import with_appcontext
 
+from .dedupe_cli import dedupe as dedupe_command
+from .leads.cli import scoring as scoring_group
 from .pipeline.cli import deal as deal_group
 from .pipeline.cli import pipeline as pipeline_group
 
@@ -143,3 +145,5 @@ def export_command(entity, file):
 
 crm.add_command(pipeline_group)
 crm.add_command(deal_group)
+crm.add_command(scoring_group)
+crm.add_command(dedupe_command)

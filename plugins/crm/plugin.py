@@ -4,6 +4,8 @@ from pathlib import Path
 from bigledger_core import __version__, hookimpl
 
 from . import documents, events, models, services  # noqa: F401  (tables, flush and commit rules)
+from .leads import events as lead_events
+from .leads import models as lead_models  # noqa: F401
 from .pipeline import events as pipeline_events
 from .pipeline import models as pipeline_models  # noqa: F401
 from .pipeline import services as pipeline_services
@@ -29,7 +31,7 @@ def bigledger_manifest():
 def bigledger_roles():
     return [
         {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
-        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Deal|Board|Forecast|Competitor|Activity|Quote|Document|Task).*)$", _WRITE)]},
+        {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Duplicate|Deal|Board|Forecast|Competitor|Activity|Quote|Document|Task).*)$", _WRITE)]},
         {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company|Tag|Import).*)$", _WRITE)]},
         {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Customer|Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
@@ -58,6 +60,15 @@ def bigledger_register_views(appbuilder):
 
     register(appbuilder)
     register_pipeline(appbuilder)
+    from .leads.api import register as register_lead_api
+    from .leads.views import register as register_lead_views
+
+    register_lead_views(appbuilder)
+    register_lead_api(appbuilder)
+    from .leads import assignment, conversion, duplicates, form_views, roi
+
+    for part in (form_views, assignment, duplicates, conversion, roi):
+        part.register(appbuilder)
     appbuilder.add_view(CrmImportView, "CrmImport", label=_l("Import"), icon="fa-upload",
                         category="CRM", category_label=_l("CRM"))
 
@@ -65,22 +76,30 @@ def bigledger_register_views(appbuilder):
 @hookimpl
 def bigledger_load_demo(session, users):
     from .demo import load
+    from .leads.demo import load as load_leads
     from .pipeline.demo import load as load_deals
 
     load(session, users)
     load_deals(session, users)
+    load_leads(session, users)
 
 
 @hookimpl
 def bigledger_jobs():
     return [{"id": "crm.documents_gc", "func": "plugins.crm.documents:collect_garbage", "trigger": "cron",
              "trigger_args": {"hour": 3, "minute": 41}, "misfire_grace_time": 3600,
-             "label": {"zh": "清理无主文档文件", "en": "Remove unused document files"}}]
+             "label": {"zh": "清理无主文档文件", "en": "Remove unused document files"}},
+            {"id": "crm.rescore_leads", "func": "plugins.crm.leads.services:rescore_job", "trigger": "interval",
+             "trigger_args": {"seconds": 60}, "misfire_grace_time": 300, "record_runs": False,
+             "label": {"zh": "按新评分规则重新评分潜客", "en": "Rescore leads with new scoring rules"}},
+            {"id": "crm.form_tokens_gc", "func": "plugins.crm.leads.form_views:forget_used_tokens",
+             "trigger": "cron", "trigger_args": {"minute": 17}, "misfire_grace_time": 3600,
+             "label": {"zh": "清理过期的表单令牌记录", "en": "Forget expired web form tokens"}}]
 
 
 @hookimpl
 def bigledger_event_types():
-    return events.event_types() + pipeline_events.event_types()
+    return events.event_types() + pipeline_events.event_types() + lead_events.event_types()
 
 
 @hookimpl
@@ -89,4 +108,10 @@ def crm_validate_stage_change(deal, stage):
 
     return pipeline_services.missing_activities(db.session, deal, stage)
 
+
+@hookimpl
+def bigledger_inbound_message(event):
+    from .leads.inbound import handle
+
+    handle(event)
 

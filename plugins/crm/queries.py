@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bigledger_core.security import visibility_clause
 
+from .leads.queries import customer_leads
 from .models import (
     Activity,
     Address,
@@ -244,7 +245,7 @@ def _money(values: dict) -> dict[str, str]:
 def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                  kinds: list[str] | None = None) -> dict[str, Any]:
     """Everything about one customer in a handful of queries: profile, hierarchy (with open deal value rolled
-    up), people, deals, activities, documents, and the panels of other modules."""
+    up), people, deals, leads, activities, documents, and the panels of other modules."""
     below = descendants(session, record.id) if kind == "company" else None
     ref = customer_ref(session, kind, record, below)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
@@ -312,6 +313,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
     data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": users.get(e.user_id),
                         "changes": e.changes} for e in entries]
     data["deals"] = customer_deals(session, ref, user)
+    data["leads"] = customer_leads(session, ref, user, emails=[e["address"] for e in data["emails"]],
+                                   phones=[p["e164"] for p in data["phones"] if p["e164"]])
     data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
         _activity_scope(ref)).group_by(Activity.kind))
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)

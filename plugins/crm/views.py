@@ -70,6 +70,8 @@ LABELS = {
 KIND_LABELS = {"call": _l("Call"), "meeting": _l("Meeting"), "email": _l("E-mail"), "note": _l("Note"),
                "task": _l("Task")}
 DEAL_STATUS_LABELS = {"open": _l("Open"), "won": _l("Won"), "lost": _l("Lost")}
+LEAD_STATUS_LABELS = {"new": _l("New"), "working": _l("Working"), "nurturing": _l("Nurturing"),
+                      "qualified": _l("Qualified"), "converted": _l("Converted"), "disqualified": _l("Disqualified")}
 STATUS_LABELS = {"prospect": _l("Prospect"), "customer": _l("Customer"), "partner": _l("Partner"),
                  "inactive": _l("Inactive")}
 
@@ -289,7 +291,7 @@ class CustomFieldView(ModelView):
     label_columns = LABELS
     add_form_extra_fields = edit_form_extra_fields = _flags("required", "active")
     description_columns = {
-        "entity": _l("contact or company"),
+        "entity": _l("contact, company or lead"),
         "type": _l("text, number, date, select, multiselect or boolean"),
         "options": _l('For select fields, a JSON list such as [{"value": "a", "label": "甲", "label_en": "A"}]'),
         "pattern": _l("A regular expression the whole value must match, e.g. ^[A-Z]{2}\\d{4}$"),
@@ -306,8 +308,8 @@ class CustomFieldView(ModelView):
 
         from .models import FIELD_TYPES
 
-        if item.entity not in KINDS:
-            raise ValueError(str(_l("Record type must be contact or company.")))
+        if item.entity not in (*KINDS, "lead"):
+            raise ValueError(str(_l("Record type must be contact, company or lead.")))
         if item.type not in FIELD_TYPES:
             raise ValueError(str(_l("Unknown field type %(type)s.", type=item.type)))
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,59}", item.key or ""):
@@ -365,7 +367,7 @@ class CustomerView(BaseView):
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
                                     locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen,
                                     kind_labels=KIND_LABELS, status_labels=STATUS_LABELS,
-                                    deal_status=DEAL_STATUS_LABELS)
+                                    deal_status=DEAL_STATUS_LABELS, lead_status=LEAD_STATUS_LABELS)
 
     @expose("/<kind>/<int:pk>/documents", methods=["POST"])
     @has_access

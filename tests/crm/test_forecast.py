@@ -25,7 +25,13 @@ from plugins.crm.pipeline.forecast import (
     stage_conversion,
 )
 from plugins.crm.pipeline.models import Deal, StageHistory
-from plugins.crm.pipeline.services import create_deal, load_pipeline, lose_deal, move_deal, win_deal
+from plugins.crm.pipeline.services import (
+    create_deal,
+    load_pipeline,
+    lose_deal,
+    move_deal,
+    win_deal,
+)
 from tests.conftest import add_user, api_token, login
 
 SEED = (Path(__file__).parent.parent / "data" / "pipeline_seed.yaml").read_text(encoding="utf-8")

@@ -195,3 +195,18 @@ STAGE_CHECKS = []  # (deal name, target stage name) for every check asked of thi
 def crm_validate_stage_change(deal, stage):
     STAGE_CHECKS.append((deal.name, stage.name))
     return list(STAGE_VETO)
+
+
+@hookimpl
+def crm_lead_created(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_lead_qualified(event):
+    CRM_EVENTS.append(event)
+
+
+@hookimpl
+def crm_lead_converted(event):
+    CRM_EVENTS.append(event)

@@ -150,7 +150,7 @@ def _group_names(session: Session, group_by: str | None, ids) -> dict[int, dict[
     if not group_by or not ids:
         return {}
     if group_by == "owner":
-        User = Deal.owner.property.mapper.class_  # noqa: N806 - FAB's user model, without importing FAB
+        User = Deal.owner.property.mapper.class_
         rows = session.execute(select(User.id, User.username, User.first_name, User.last_name)
                                .where(User.id.in_(ids)))
         return {r.id: {"owner": r.username, "owner_name": " ".join(p for p in (r.first_name, r.last_name) if p)}

@@ -1,0 +1,1 @@
+"""Pieces the CRM's areas share: plain domain logic with no Flask or Flask-AppBuilder imports."""
