@@ -109,6 +109,18 @@ def visibility_clause(model, user, session):
     return or_(model.owner_id == user.id, model.team_id.in_(teams)) if teams else model.owner_id == user.id
 
 
+def visible_record(model, pk, user, session):
+    """The `model` row with id `pk` if `user` may see it; None when there is none, it is not theirs to see,
+    or `pk` is not a whole number (a path or form value)."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        return None
+    query = select(model).where(model.id == pk)
+    clause = visibility_clause(model, user, session)
+    return session.scalar(query.where(clause) if clause is not None else query)
+
+
 class FilterVisibleRecords(BaseFilter):
     """FAB base filter: only the records the current user may see (see `visibility_clause`)."""
 

@@ -26,7 +26,7 @@ from wtforms.validators import Optional
 from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
 from bigledger_core.lists import CappedCountApiMixin, CappedCountInterface
-from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+from bigledger_core.security import OwnedRecordsMixin, visibility_clause, visible_record
 
 from .documents import path_for, store
 from .filters import CrmInterface
@@ -422,11 +422,7 @@ def _visible_record(kind: str, pk: int):
     model = KINDS.get(kind)
     if model is None:
         abort(404)
-    query = db.session.query(model).filter(model.id == pk)
-    clause = visibility_clause(model, getattr(g, "user", None), db.session)
-    if clause is not None:
-        query = query.filter(clause)
-    record = query.one_or_none()
+    record = visible_record(model, pk, getattr(g, "user", None), db.session)
     if record is None:
         abort(404)
     return record

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
 from bigledger_core.db import db
-from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+from bigledger_core.security import OwnedRecordsMixin, visibility_clause, visible_record
 
 from ..services import CrmValidationError
 from ..views import _check_version, _NullableColumns
@@ -39,11 +39,7 @@ FIELDS = ["name", "title", "company_name", "company_size", "industry", "website"
 
 
 def _visible_lead(pk) -> Lead | None:
-    query = select(Lead).where(Lead.id == pk)
-    clause = visibility_clause(Lead, g.user, db.session)
-    if clause is not None:
-        query = query.where(clause)
-    return db.session.scalar(query)
+    return visible_record(Lead, pk, g.user, db.session)
 
 
 class LeadApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):

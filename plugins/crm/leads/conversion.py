@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from bigledger_core.db import db, utcnow
 from bigledger_core.events import emit
-from bigledger_core.security import visibility_clause
+from bigledger_core.security import visible_record
 
 from ..models import Activity, Address, Company, Contact, ContactCompany, Email, Phone
 from ..normalize import normalize_name
@@ -355,11 +355,7 @@ def undo_conversion(session: Session, lead: Lead) -> None:
 # -- screen -----------------------------------------------------------------------------------------------
 
 def _visible_lead(pk) -> Lead | None:
-    query = select(Lead).where(Lead.id == pk)
-    clause = visibility_clause(Lead, g.user, db.session)
-    if clause is not None:
-        query = query.where(clause)
-    return db.session.scalar(query)
+    return visible_record(Lead, pk, g.user, db.session)
 
 
 def _form_id(value: str | None) -> int | str | None:

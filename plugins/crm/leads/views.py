@@ -12,7 +12,7 @@ from wtforms import SelectField
 from wtforms.validators import Optional
 
 from bigledger_core.db import db
-from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+from bigledger_core.security import OwnedRecordsMixin, visible_record
 
 from ..forms import ListExportMixin
 from ..services import CrmValidationError
@@ -128,15 +128,7 @@ class LeadView(ListExportMixin, OwnedRecordsMixin, ModelView):
 
 
 def _visible_lead(pk) -> Lead:
-    try:
-        pk = int(pk)
-    except (TypeError, ValueError):
-        abort(404)
-    query = select(Lead).where(Lead.id == pk)
-    clause = visibility_clause(Lead, g.user, db.session)
-    if clause is not None:
-        query = query.where(clause)
-    lead = db.session.scalar(query)
+    lead = visible_record(Lead, pk, g.user, db.session)
     if lead is None:
         abort(404)
     return lead

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
 from bigledger_core.db import db
-from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+from bigledger_core.security import OwnedRecordsMixin, visibility_clause, visible_record
 
 from ..views import _check_version, _NullableColumns
 from . import config
@@ -57,11 +57,7 @@ class FilterVisibleDeal(BaseFilter):
 
 
 def _check_deal(deal_id) -> None:
-    clause = visibility_clause(Deal, g.user, db.session)
-    query = select(Deal.id).where(Deal.id == deal_id)
-    if clause is not None:
-        query = query.where(clause)
-    if deal_id is None or db.session.scalar(query) is None:
+    if deal_id is None or visible_record(Deal, deal_id, g.user, db.session) is None:
         raise BadRequest(gettext("deal_id: there is no deal %(id)s you may change", id=deal_id))
 
 
@@ -253,15 +249,8 @@ class DealApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
         except StageChangeRefused as exc:
             raise BadRequest(" ".join(exc.reasons)) from None
 
-    def _deal(self, pk):
-        query = select(Deal).where(Deal.id == pk)
-        clause = visibility_clause(Deal, g.user, db.session)
-        if clause is not None:
-            query = query.where(clause)
-        return db.session.scalar(query)
-
     def _act(self, pk, command):
-        deal = self._deal(pk)
+        deal = visible_record(Deal, pk, g.user, db.session)
         if deal is None:
             return self.response_404()
         body = request.get_json(silent=True) or {}

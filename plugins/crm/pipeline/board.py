@@ -24,7 +24,7 @@ from werkzeug.routing import BuildError
 from bigledger_core.db import db, utcnow
 from bigledger_core.i18n import current_locale
 from bigledger_core.models import Team
-from bigledger_core.security import visibility_clause
+from bigledger_core.security import visibility_clause, visible_record
 
 from ..models import Activity, Company, Contact
 from .forecast import whole_months
@@ -241,9 +241,7 @@ def _pipeline(pipeline_id: int | None) -> Pipeline:
 def _visible_deal(deal_id) -> Deal:
     if not isinstance(deal_id, int) or isinstance(deal_id, bool):
         raise BoardRequestError(400, [gettext("deal_id: give the id of a deal")])
-    query = select(Deal).where(Deal.id == deal_id)
-    clause = visibility_clause(Deal, g.user, db.session)
-    deal = db.session.scalar(query.where(clause) if clause is not None else query)
+    deal = visible_record(Deal, deal_id, g.user, db.session)
     if deal is None:
         raise BoardRequestError(404, [gettext("There is no deal %(id)s, or it is not yours to see.", id=deal_id)])
     return deal

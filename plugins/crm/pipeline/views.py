@@ -15,7 +15,7 @@ from wtforms import SelectField
 from wtforms.validators import Optional
 
 from bigledger_core.db import db
-from bigledger_core.security import OwnedRecordsMixin, visibility_clause
+from bigledger_core.security import OwnedRecordsMixin, visible_record
 
 from ..forms import ListExportMixin
 from ..models import Activity
@@ -84,15 +84,7 @@ class _VisibleDealChild:
 
 def _visible_deal(pk) -> Deal:
     """The deal `pk` if the current user may see it; 404 otherwise."""
-    try:
-        pk = int(pk)
-    except (TypeError, ValueError):
-        abort(404)
-    query = select(Deal).where(Deal.id == pk)
-    clause = visibility_clause(Deal, g.user, db.session)
-    if clause is not None:
-        query = query.where(clause)
-    deal = db.session.scalar(query)
+    deal = visible_record(Deal, pk, g.user, db.session)
     if deal is None:
         abort(404)
     return deal
