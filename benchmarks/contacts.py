@@ -50,6 +50,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
+from .common import capture, crm_statements
+
 RESULTS = Path(__file__).parent / "results"
 PASSWORD = "Bench-pass-1"
 P99_TARGET_MS = 50.0
@@ -954,28 +956,6 @@ def _print_row(row: dict, note: str = "") -> None:
           flush=True)
 
 
-def _capture(app):
-    """Listen to the app's engine: (statement, parameters) of every SQL statement it sends."""
-    from sqlalchemy import event
-
-    from bigledger_core.db import db
-
-    with app.app_context():
-        engine = db.engine
-    statements: list[tuple] = []
-
-    def listener(_conn, _cursor, sql, params, *_args):
-        statements.append((sql, params))
-
-    event.listen(engine, "before_cursor_execute", listener)
-    return statements, lambda: event.remove(engine, "before_cursor_execute", listener)
-
-
-def _crm(statements: list[tuple]) -> list[tuple]:
-    """The statements that read CRM rows (not the sign-in, permission, module and team look-ups)."""
-    return [(sql, params) for sql, params in statements if "crm_" in sql and "bl_team" not in sql]
-
-
 def measure(app, backend: str, raw: Raw, data: Dataset, user: str, args, captured: dict) -> list[dict]:
     """Each operation through the API as `user`; then, on the raw connection, the CRM SELECTs the API sent
     (same SQL text and parameters, captured from the driver), timed the same way. The rows are also
@@ -983,7 +963,7 @@ def measure(app, backend: str, raw: Raw, data: Dataset, user: str, args, capture
     client, headers = _login(app, user)
     http = _get(client, headers)
     vis = _vis(data, user)
-    statements, stop = _capture(app)
+    statements, stop = capture(app)
     results = []
     try:
         for op in _operations(data, user):
@@ -996,10 +976,10 @@ def measure(app, backend: str, raw: Raw, data: Dataset, user: str, args, capture
                     api = _key(kind, http(v).get_json())
                 except RuntimeError as exc:
                     failed[str(_input(v))] = str(exc)
-                    captured[(op["label"], user, str(_input(v)), "failed")] = _crm(statements)
+                    captured[(op["label"], user, str(_input(v)), "failed")] = crm_statements(statements)
                     continue
                 v["statements"] = [sql for sql, _params in statements]
-                v["replay"] = _crm(statements)
+                v["replay"] = crm_statements(statements)
                 captured.setdefault((op["label"], user, str(_input(v)), "ok"), v["replay"])
                 try:
                     mine = RAW[kind](raw, v, vis)

@@ -47,6 +47,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
+from .common import capture, crm_statements
+
 RESULTS = Path(__file__).parent / "results"
 SEED = Path(__file__).parent.parent / "tests" / "data" / "pipeline_seed.yaml"
 PASSWORD = "Bench-pass-1"
@@ -242,29 +244,6 @@ def _timed(fn, variants, warmup: int, requests: int, budget: float) -> list[floa
     return samples
 
 
-def _capture(app):
-    """(statement, parameters) of every SQL statement the app's engine sends, while listening."""
-    from sqlalchemy import event
-
-    from bigledger_core.db import db
-
-    with app.app_context():
-        engine = db.engine
-    statements: list[tuple] = []
-
-    def listener(_conn, _cursor, sql, params, *_args):
-        statements.append((sql, params))
-
-    event.listen(engine, "before_cursor_execute", listener)
-    return statements, lambda: event.remove(engine, "before_cursor_execute", listener)
-
-
-def _crm(statements: list[tuple]) -> list[tuple]:
-    """The statements that read CRM rows (not the sign-in, permission, module and team look-ups)."""
-    return [(sql, params) for sql, params in statements
-            if "crm_" in sql and "bl_team" not in sql and "ab_permission" not in sql]
-
-
 class _LastError(logging.Handler):
     """Keeps the last exception FAB's @safe logged (it answers HTTP 500), for the report."""
 
@@ -341,7 +320,7 @@ def _plan(conn, statements) -> list[str]:
 
 def measure(app, dsn: str, setup: dict, user: str, args) -> list[dict]:
     """Each operation as `user`, then the CRM statements it sent replayed on a raw psycopg connection."""
-    statements, stop = _capture(app)
+    statements, stop = capture(app)
     results = []
     try:
         with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as raw:
@@ -349,7 +328,7 @@ def measure(app, dsn: str, setup: dict, user: str, args) -> list[dict]:
                 for v in op["variants"]:
                     statements.clear()
                     v["rows"] = len(op["call"](v))
-                    v["replay"] = _crm(statements)
+                    v["replay"] = crm_statements(statements)
                 timed = _timed(op["call"], op["variants"], args.warmup, args.requests, args.budget)
                 raw_ms = _timed(lambda v: _replay(raw, v["replay"]), op["variants"], args.warmup, len(timed),
                                 args.budget)
