@@ -6,7 +6,6 @@ import unicodedata
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pypinyin import Style, lazy_pinyin
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _SPACES = re.compile(r"\s+")
@@ -25,14 +24,23 @@ def has_chinese(value: str | None) -> bool:
     return bool(_CJK.search(value or ""))
 
 
+def syllables(text: str, initials: bool = False) -> list[str]:
+    """The pinyin syllables of `text` (or their first letters); characters without pinyin are dropped.
+    pypinyin loads its phrase dictionary on import, so commands that never compare names skip it."""
+    from pypinyin import Style, lazy_pinyin
+
+    style = Style.FIRST_LETTER if initials else Style.NORMAL
+    return [s.strip() for s in lazy_pinyin(text, style=style, errors="ignore") if s.strip()]
+
+
 def pinyin_forms(value: str | None) -> list[str]:
     """`张伟` → ["zhangwei", "zhang wei", "zw"]; nothing for a name without Chinese characters."""
     if not has_chinese(value):
         return []
-    syllables = [s.strip() for s in lazy_pinyin(normalize_name(value), errors="ignore") if s.strip()]
-    initials = [s.strip()[:1] for s in lazy_pinyin(normalize_name(value), style=Style.FIRST_LETTER,
-                                                   errors="ignore") if s.strip()]
-    return ["".join(syllables), " ".join(syllables), "".join(initials)]
+    name = normalize_name(value)
+    spoken = syllables(name)
+    initials = [s[:1] for s in syllables(name, initials=True)]
+    return ["".join(spoken), " ".join(spoken), "".join(initials)]
 
 
 def search_text(*names: str | None) -> str:

@@ -45,8 +45,8 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 
@@ -154,8 +154,18 @@ def _name(value) -> str:
     """A name as compared: pinyin for Chinese characters, without spaces (`Mei Ling` = `meiling`)."""
     text = clean_text(value)
     if has_chinese(text):
-        text = " ".join(lazy_pinyin(text))
+        text = _pinyin(text)
     return text.replace(" ", "")
+
+
+@lru_cache(maxsize=100_000)
+def _pinyin(text: str) -> str:
+    """`text` with its Chinese characters in pinyin. Cached: the same names come back as candidates
+    of one check after another."""
+    # imported here: pypinyin loads a large dictionary, needed only once a name is Chinese
+    from pypinyin import lazy_pinyin
+
+    return " ".join(lazy_pinyin(text))
 
 
 def _split_full_name(value) -> tuple[str, str]:

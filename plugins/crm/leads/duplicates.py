@@ -16,7 +16,6 @@ from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
-from pypinyin import lazy_pinyin
 from sqlalchemy import (
     and_,
     delete,
@@ -44,7 +43,13 @@ from ..common.dedupe import (
     probability,
 )
 from ..models import AuditEntry, Company, Contact, ContactCompany, Email, Phone
-from ..normalize import has_chinese, normalize_name, search_text, split_chinese_name
+from ..normalize import (
+    has_chinese,
+    normalize_name,
+    search_text,
+    split_chinese_name,
+    syllables,
+)
 from ..services import CrmValidationError, phone_region
 from .models import DuplicateCandidate, Lead, LeadFact
 from .services import LeadError, rescore
@@ -94,11 +99,10 @@ def name_forms(name: str | None) -> list[str]:
     forms: list[str] = []
     if has_chinese(text):
         family, given = split_chinese_name(text)
-        syllables = [s.strip() for s in lazy_pinyin(text, errors="ignore") if s.strip()]
-        forms.append(" ".join(syllables))
+        forms.append(" ".join(syllables(text)))
         if family and given:
-            family_py = "".join(lazy_pinyin(family, errors="ignore"))
-            given_py = "".join(lazy_pinyin(given, errors="ignore"))
+            family_py = "".join(syllables(family))
+            given_py = "".join(syllables(given))
             forms += [f"{family_py} {given_py}", f"{given_py} {family_py}"]
     else:
         words = text.split()
@@ -183,8 +187,11 @@ def check(session: Session, lead: Lead, *, threshold: float = DEFAULT_THRESHOLD)
     candidates: list[dict] = []
     names: dict[tuple[str, int], str] = {}
     lead_lookups = _lead_lookups(lead, forms)
-    if lead_lookups:
-        for record in lead_records(session, select(_ids(lead_lookups).subquery().c.id)):
+    # the ids first, then their rows: a plan that reads the rows through the lookups' subquery can turn
+    # into a nested loop over every lead when the table's statistics are stale
+    lead_ids = session.scalars(_ids(lead_lookups)).all() if lead_lookups else []
+    if lead_ids:
+        for record in lead_records(session, lead_ids):
             names[("lead", record["id"])] = record["name"]
             candidates.append({**record, "id": ("lead", record["id"])})
     contact_lookups = _contact_lookups(lead, forms)
