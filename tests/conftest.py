@@ -1,8 +1,10 @@
 """Test fixtures. Every test that touches a database runs on SQLite and, when
 BIGLEDGER_TEST_DATABASE_URL is set, again on PostgreSQL. Each test gets a fresh database cloned from
-a migrated template (a file copy on SQLite, CREATE DATABASE … TEMPLATE on PostgreSQL)."""
+a migrated template (a file copy on SQLite, CREATE DATABASE … TEMPLATE on PostgreSQL), and tests share
+one app per backend and worker (see Slot)."""
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -48,7 +50,9 @@ def build_app(url: str, instance: Path, **overrides):
     config = {"BIGLEDGER_ENV": "development", "INSTANCE_PATH": str(instance), "SQLALCHEMY_DATABASE_URI": url,
               "BIGLEDGER_EXTRA_PLUGINS": [SAMPLE_PLUGIN], "WTF_CSRF_ENABLED": True, "TESTING": True,
               "BIGLEDGER_MODULES": None, "BIGLEDGER_STRICT_PLUGINS": True,
-              "BIGLEDGER_EVENT_FIRST_ATTEMPT": "inline"}
+              "BIGLEDGER_EVENT_FIRST_ATTEMPT": "inline",
+              # a cheap password hash: tests create and log in many users; deployments keep the default
+              "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000"}
     config.update(overrides)
     return create_app(config)
 
@@ -109,17 +113,87 @@ def _fresh_pg(template: str | None = None):
         _drop_pg(name)
 
 
+class Slot:
+    """Where one backend's tests run in this worker: a database at a fixed address and an instance
+    folder, both put back to the migrated template before each test, and the app built on them once.
+
+    Building the app (every view, API schema and route) costs more than most tests, so tests share it;
+    what a test can change is put back: the database, the instance folder, the configuration and the
+    rate-limit counters."""
+
+    def __init__(self, backend: str, template: str, folder: Path):
+        self.backend, self.template, self.instance = backend, template, folder / "instance"
+        if backend == "sqlite":
+            self.path = folder / "test.db"
+            self.url = f"sqlite:///{self.path}"
+        else:
+            self.name = f"{make_url(PG_URL).database}_{_worker()}_{os.getpid()}_slot"
+            self.url = _pg_url(self.name)
+        self.app = None
+        self.config: dict = {}
+
+    def reset(self) -> str:
+        """Put the database and the instance folder back; returns the database URL."""
+        self.close()
+        if self.backend == "sqlite":
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            shutil.copyfile(self.template, self.path)
+        else:
+            _drop_pg(self.name)
+            with _pg(PG_URL) as conn:
+                conn.execute(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
+        shutil.rmtree(self.instance, ignore_errors=True)
+        self.instance.mkdir(parents=True)
+        return self.url
+
+    def shared_app(self):
+        """The app on this slot, as freshly built."""
+        if self.app is None:
+            self.app = build_app(self.url, self.instance)
+            self.config = dict(self.app.config)
+        app = self.app
+        app.config.clear()
+        app.config.update({key: copy.deepcopy(value) for key, value in self.config.items()})
+        app.appbuilder.sm.limiter.reset()
+        return app
+
+    def close(self) -> None:
+        if self.app is not None:
+            with self.app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+    def drop(self) -> None:
+        self.close()
+        if self.backend == "postgresql":
+            _drop_pg(self.name)
+
+
+@pytest.fixture(scope="session")
+def slots(templates, tmp_path_factory):
+    made: dict[str, Slot] = {}
+
+    def get(backend: str) -> Slot:
+        if backend not in made:
+            made[backend] = Slot(backend, templates(backend), tmp_path_factory.mktemp(f"slot-{backend}"))
+        return made[backend]
+
+    yield get
+    for slot in made.values():
+        slot.drop()
+
+
 @pytest.fixture
-def database_url(backend, templates, tmp_path):
-    """A fresh, fully migrated database for one test."""
-    template = templates(backend)
-    if backend == "sqlite":
-        target = tmp_path / "test.db"
-        shutil.copyfile(template, target)
-        yield f"sqlite:///{target}"
-        return
-    with _fresh_pg(template) as url:
-        yield url
+def slot(backend, slots):
+    return slots(backend)
+
+
+@pytest.fixture
+def database_url(slot):
+    """A fresh, fully migrated database for one test (the same address in every test of a worker)."""
+    yield slot.reset()
+    slot.close()
 
 
 @pytest.fixture
@@ -133,12 +207,12 @@ def empty_url(backend, tmp_path):
 
 
 @pytest.fixture
-def make_app(database_url, tmp_path):
-    """Build an app on this test's database; `make_app(**config)` overrides settings."""
+def make_app(database_url, slot):
+    """Build a new app on this test's database; `make_app(**config)` overrides settings."""
     apps = []
 
     def make(**overrides):
-        app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI", database_url), tmp_path / "instance", **overrides)
+        app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI", database_url), slot.instance, **overrides)
         apps.append(app)
         return app
 
@@ -150,8 +224,9 @@ def make_app(database_url, tmp_path):
 
 
 @pytest.fixture
-def app(make_app):
-    return make_app()
+def app(database_url, slot):
+    """The app with default test settings on this test's database."""
+    return slot.shared_app()
 
 
 @pytest.fixture
