@@ -50,6 +50,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
+from .common import copy_load
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "tests" / "data" / "scoring_seed.json"
@@ -158,38 +160,11 @@ def _rows(n: int, seed: int):
 
 
 def _load(dsn: str, n: int, seed: int) -> dict:
-    tables = ["crm_lead", "crm_lead_fact"]
-    timings: dict = {}
+    leads, facts = _rows(n, seed)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '512MB'")
-        indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
-            "AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-            "WHERE c.conindid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass)",
-            [tables]).fetchall()
-        for name, _definition in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
-        leads, facts = _rows(n, seed)
-        start = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy(f"COPY crm_lead ({', '.join(LEAD_COLUMNS)}) FROM STDIN") as copy:
-            for row in leads():
-                copy.write_row(row)
-        timings["copy_crm_lead"] = round(time.perf_counter() - start, 1)
-        start = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy(f"COPY crm_lead_fact ({', '.join(FACT_COLUMNS)}) FROM STDIN") as copy:
-            for row in facts:
-                copy.write_row(row)
-        timings["copy_crm_lead_fact"] = round(time.perf_counter() - start, 1)
+        timings = copy_load(conn, [("crm_lead", LEAD_COLUMNS, leads), ("crm_lead_fact", FACT_COLUMNS, lambda: facts)])
         timings["facts"] = len(facts)
-        start = time.perf_counter()
-        for _name, definition in indexes:
-            conn.execute(definition)
-        timings["indexes"] = round(time.perf_counter() - start, 1)
-        for table in tables:
-            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                         f"(SELECT coalesce(max(id), 1) FROM {table}))")
         start = time.perf_counter()
         conn.execute("VACUUM (ANALYZE) crm_lead, crm_lead_fact")
         timings["vacuum_analyze"] = round(time.perf_counter() - start, 1)

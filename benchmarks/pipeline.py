@@ -47,7 +47,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from .common import capture, crm_statements
+from .common import capture, copy_load, crm_statements
 
 RESULTS = Path(__file__).parent / "results"
 SEED = Path(__file__).parent.parent / "tests" / "data" / "pipeline_seed.yaml"
@@ -160,7 +160,6 @@ def _deal_and_history_rows(n: int, setup: dict, seed: int):
 
 
 def _load(dsn: str, n: int, setup: dict, seed: int) -> dict:
-    tables = ["crm_deal", "crm_stage_history"]
     timings: dict = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
@@ -171,34 +170,10 @@ def _load(dsn: str, n: int, setup: dict, seed: int) -> dict:
             "FROM generate_series(1, %s) i", [COMPANIES])
         conn.execute("SELECT setval(pg_get_serial_sequence('crm_company', 'id'), %s)", [COMPANIES])
         timings["companies"] = round(time.perf_counter() - start, 1)
-        indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
-            "AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-            "WHERE c.conindid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass)",
-            [tables]).fetchall()
-        for name, _definition in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
         deals, history = _deal_and_history_rows(n, setup, seed)
-        start = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy(f"COPY crm_deal ({', '.join(DEAL_COLUMNS)}) FROM STDIN") as copy:
-            for row in deals():
-                copy.write_row(row)
-        timings["copy_crm_deal"] = round(time.perf_counter() - start, 1)
-        start = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy(f"COPY crm_stage_history ({', '.join(HISTORY_COLUMNS)}) FROM STDIN") as copy:
-            for row in history:
-                copy.write_row(row)
-        timings["copy_crm_stage_history"] = round(time.perf_counter() - start, 1)
+        timings.update(copy_load(conn, [("crm_deal", DEAL_COLUMNS, deals),
+                                        ("crm_stage_history", HISTORY_COLUMNS, lambda: history)]))
         timings["history_rows"] = len(history)
-        start = time.perf_counter()
-        for _name, definition in indexes:
-            conn.execute(definition)
-        timings["indexes"] = round(time.perf_counter() - start, 1)
-        for table in tables:
-            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                         f"(SELECT coalesce(max(id), 1) FROM {table}))")
         start = time.perf_counter()
         conn.execute("VACUUM (ANALYZE) crm_company, crm_deal, crm_stage_history")
         timings["vacuum_analyze"] = round(time.perf_counter() - start, 1)
