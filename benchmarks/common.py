@@ -2,8 +2,12 @@
 app sends, to replay the same work on a raw connection."""
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
 
 
 def copy_load(conn, loads: list[tuple[str, tuple[str, ...], Callable[[], Iterable[tuple]]]]) -> dict:
@@ -59,3 +63,17 @@ def crm_statements(statements: list[tuple]) -> list[tuple]:
     """The statements that read CRM rows (not the sign-in, permission, module and team look-ups)."""
     return [(sql, params) for sql, params in statements
             if "crm_" in sql and "bl_team" not in sql and "ab_permission" not in sql]
+
+
+def code_version() -> dict:
+    """Which code was measured (read-only git look-ups): the commit, and the files changed since it."""
+
+    def git(*argv):
+        try:
+            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                                  check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    changed = git("status", "--porcelain", "--", "plugins", "bigledger_core")
+    return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines() if changed else []}

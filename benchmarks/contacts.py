@@ -50,7 +50,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from .common import capture, crm_statements
+from .common import capture, code_version, crm_statements
 
 RESULTS = Path(__file__).parent / "results"
 PASSWORD = "Bench-pass-1"
@@ -1117,21 +1117,6 @@ def _width(text: str) -> int:
     return sum(2 if ord(c) > 0x2e80 else 1 for c in text)
 
 
-def _code_version() -> dict:
-    """Which code was measured (read-only git look-ups): the commit, and the files changed since it."""
-    import subprocess
-
-    def git(*argv):
-        try:
-            return subprocess.run(["git", *argv], cwd=Path(__file__).parent.parent, capture_output=True, text=True,
-                                  timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    changed = git("status", "--porcelain", "--", "plugins", "bigledger_core")
-    return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines() if changed else []}
-
-
 def _guarded(backend: str, fn, *args) -> dict:
     """Run one backend; a failure is reported (and the other backend still runs), not raised."""
     try:
@@ -1163,7 +1148,7 @@ def main() -> None:
     if args.quick:
         args.contacts, args.sqlite_contacts = 20_000, 5_000
     results = []
-    code = _code_version()
+    code = code_version()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -47,7 +47,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from .common import capture, copy_load, crm_statements
+from .common import capture, code_version, copy_load, crm_statements
 
 RESULTS = Path(__file__).parent / "results"
 SEED = Path(__file__).parent.parent / "tests" / "data" / "pipeline_seed.yaml"
@@ -353,21 +353,6 @@ def _print_table(rows: list[dict]) -> None:
         print(" | ".join(str(x).ljust(w) for x, w in zip(line, widths)))
 
 
-def _code_version() -> dict:
-    """Which code was measured (read-only git look-ups): the commit, and the files changed since it."""
-    import subprocess
-
-    def git(*argv):
-        try:
-            return subprocess.run(["git", *argv], cwd=Path(__file__).parent.parent, capture_output=True, text=True,
-                                  timeout=30, check=False).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    changed = git("status", "--porcelain", "--", "plugins", "bigledger_core")
-    return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines() if changed else []}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=1_000_000, help="opportunities on PostgreSQL")
@@ -391,7 +376,7 @@ def main() -> None:
     admin_dsn = admin.render_as_string(hide_password=False)
     dsn = admin.set(database=args.database).render_as_string(hide_password=False)
     url = admin.set(drivername="postgresql+psycopg", database=args.database).render_as_string(hide_password=False)
-    code, load_before, started = _code_version(), os.getloadavg(), time.perf_counter()
+    code, load_before, started = code_version(), os.getloadavg(), time.perf_counter()
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{args.database}"')
