@@ -10,6 +10,27 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
+def scratch_database(postgres: str, name: str) -> tuple[str, str, Callable[[], None]]:
+    """A new, empty PostgreSQL database `name` on the server of `postgres` (dropped first when it exists):
+    (its libpq DSN, its SQLAlchemy URL, a function that drops it)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(postgres).set(drivername="postgresql")
+    admin_dsn = admin.render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    drop()
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = admin.set(database=name).render_as_string(hide_password=False)
+    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    return dsn, url, drop
+
+
 def copy_load(conn, loads: list[tuple[str, tuple[str, ...], Callable[[], Iterable[tuple]]]]) -> dict:
     """COPY rows into tables on `conn` (a psycopg connection in autocommit): the tables' secondary indexes
     are dropped first and rebuilt from their own definitions afterwards, the id sequences moved past the

@@ -48,9 +48,8 @@ import traceback
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.engine import make_url
 
-from .common import code_version, copy_load
+from .common import code_version, copy_load, scratch_database
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
@@ -372,14 +371,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.leads, args.requests = 20_000, 300
-    admin = make_url(args.postgres).set(drivername="postgresql")
-    admin_dsn = admin.render_as_string(hide_password=False)
-    dsn = admin.set(database=args.database).render_as_string(hide_password=False)
-    url = admin.set(drivername="postgresql+psycopg", database=args.database).render_as_string(hide_password=False)
     code, load_before, started = code_version(), os.getloadavg(), time.perf_counter()
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
+    dsn, url, drop_database = scratch_database(args.postgres, args.database)
     result: dict = {"leads": args.leads}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -404,8 +397,7 @@ def main() -> None:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         if not args.keep:
-            with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            drop_database()
     result["total_s"] = round(time.perf_counter() - started, 1)
     print()
     _print_table(result)
