@@ -128,6 +128,26 @@ SETTINGS: list[Setting] = [
     Setting("BIGLEDGER_IMAP_MAILBOX", "INBOX", "Mailbox (folder) to read."),
     Setting("BIGLEDGER_IMAP_POLL_SECONDS", 60, "Seconds between two IMAP polls.", int),
     Setting("BIGLEDGER_IMAP_MARK_SEEN", True, "`1` marks processed messages as read on the server.", _bool),
+    # -- nurturing
+    Setting("BIGLEDGER_PUBLIC_URL", "http://127.0.0.1:8080",
+            "Address at which recipients reach this server (e.g. `https://crm.example.com`): the base of "
+            "unsubscribe, open and click links in e-mails."),
+    Setting("BIGLEDGER_NURTURE_TIMEZONE", "Asia/Shanghai",
+            "Time zone of a lead whose own (or phone number's) time zone is unknown."),
+    Setting("BIGLEDGER_NURTURE_QUIET_HOURS", "21:00-08:00",
+            "Recipient's local hours in which sequences send no e-mail (`HH:MM-HH:MM`; empty: none). "
+            "A sequence may set its own."),
+    Setting("BIGLEDGER_NURTURE_HOLIDAYS", [],
+            "Comma-separated dates (`2027-02-16`) that are not business days for sequence waits.", _list),
+    Setting("BIGLEDGER_NURTURE_WORKDAYS", [],
+            "Comma-separated weekend dates that are business days (调休 make-up working days).", _list),
+    Setting("BIGLEDGER_NURTURE_REQUIRE_CONSENT", False,
+            "`1` sends marketing e-mail only to leads who gave consent.", _bool),
+    Setting("BIGLEDGER_NURTURE_BATCH", 1000, "Enrollments a scheduler run handles per transaction.", int),
+    Setting("BIGLEDGER_TRACKING_MAX_DAYS", 365,
+            "Days an open or click link in an e-mail is counted; an older one still redirects.", int),
+    Setting("BIGLEDGER_PUBLIC_RATE_LIMIT", "120 per minute",
+            "Requests per client address to the public tracking and unsubscribe pages."),
 ]
 
 
@@ -140,7 +160,8 @@ def _choice(value: str, name: str, allowed: set[str]) -> str:
 
 RUNTIME_SETTINGS = [item.env for item in SETTINGS
                     if item.env.startswith(("BIGLEDGER_EVENT_", "BIGLEDGER_SCHEDULER_", "BIGLEDGER_MAIL_",
-                                            "BIGLEDGER_SMTP_", "BIGLEDGER_IMAP_"))]
+                                            "BIGLEDGER_SMTP_", "BIGLEDGER_IMAP_", "BIGLEDGER_NURTURE_",
+                                            "BIGLEDGER_TRACKING_", "BIGLEDGER_PUBLIC_"))]
 
 
 def setting(env: str) -> Any:

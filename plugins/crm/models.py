@@ -257,11 +257,12 @@ class CustomField(Model):
 
 class Activity(Model):
     """A call, meeting, e-mail, note or task on a contact and/or a company, and perhaps a deal (a deal's stage
-    creates its activities as tasks with `stage_id` set)."""
+    creates its activities as tasks with `stage_id` set), or on a lead (tasks made by nurturing sequences)."""
 
     __tablename__ = "crm_activity"
     __table_args__ = (
-        CheckConstraint("contact_id IS NOT NULL OR company_id IS NOT NULL", name="ck_crm_activity_has_customer"),
+        CheckConstraint("contact_id IS NOT NULL OR company_id IS NOT NULL OR lead_id IS NOT NULL",
+                        name="ck_crm_activity_has_customer"),
         Index("ix_crm_activity_company_time", "company_id", "occurred_at"),
         Index("ix_crm_activity_contact_time", "contact_id", "occurred_at"),
     )
@@ -280,6 +281,7 @@ class Activity(Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("ab_user.id", ondelete="SET NULL"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("crm_deal.id", ondelete="CASCADE"), index=True)
     stage_id: Mapped[int | None] = mapped_column(ForeignKey("crm_stage.id", ondelete="SET NULL"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("crm_lead.id", ondelete="CASCADE"), index=True)
 
     contact = relationship(Contact)
     company = relationship(Company)

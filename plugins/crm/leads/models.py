@@ -57,6 +57,7 @@ class Lead(OwnedMixin, Model):
     city: Mapped[str | None] = mapped_column(String(100))
     address: Mapped[str | None] = mapped_column(String(300))
     language: Mapped[str | None] = mapped_column(String(10))
+    timezone: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="new")
     score: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
