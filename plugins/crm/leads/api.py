@@ -33,7 +33,7 @@ from .services import (
 
 _CRUD = {"get_list": "get", "get": "get", "post": "post", "put": "put", "delete": "delete", "info": "info"}
 FIELDS = ["name", "title", "company_name", "company_size", "industry", "website", "email", "phone", "country",
-          "city", "address", "language", "message", "source", "channel", "campaign", "utm_source", "utm_medium",
+          "city", "address", "language", "timezone", "message", "source", "channel", "campaign", "utm_source", "utm_medium",
           "utm_campaign", "utm_term", "utm_content", "referrer", "consent", "consent_text", "owner_id", "team_id",
           "custom"]
 
@@ -50,7 +50,7 @@ class LeadApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     list_columns = ["id", "name", "company_name", "email", "phone", "status", "score", "source", "channel",
                     "campaign", "owner_id", "team_id", "created_at", "version"]
     show_columns = [*list_columns, "title", "company_size", "industry", "website", "phone_e164", "country", "city",
-                    "address", "language", "message", "utm_source", "utm_medium", "utm_campaign", "utm_term",
+                    "address", "language", "timezone", "message", "utm_source", "utm_medium", "utm_campaign", "utm_term",
                     "utm_content", "referrer", "consent", "consent_text", "consent_at", "qualified_at",
                     "disqualify_reason", "converted_at", "contact_id", "company_id", "deal_id", "email_opens",
                     "email_clicks", "custom", "updated_at"]

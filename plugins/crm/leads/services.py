@@ -39,6 +39,17 @@ class LeadError(BigLedgerError):
 
 # -- validation -------------------------------------------------------------------------------------------
 
+def _known_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone (Asia/Shanghai, Asia/Kuala_Lumpur…)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def clean_lead(lead: Lead, session: Session | None = None) -> None:
     """Check and normalize a lead's values (with `session`, its custom fields too); CrmValidationError names
     every bad field. Nothing is written."""
@@ -72,6 +83,11 @@ def clean_lead(lead: Lead, session: Session | None = None) -> None:
             problems += exc.problems
     else:
         lead.phone_e164 = None
+    if isinstance(lead.timezone, str):
+        lead.timezone = lead.timezone.strip() or None
+    if lead.timezone and not _known_zone(lead.timezone):
+        problems.append(Problem("timezone", gettext("“%(value)s” is not a time zone (e.g. Asia/Shanghai)",
+                                                    value=lead.timezone[:64])))
     if lead.company_size is not None and not 0 <= lead.company_size <= 10_000_000:
         problems.append(Problem("company_size", gettext("must be a number of employees from 0 to 10,000,000")))
     if lead.source not in LEAD_SOURCES:

@@ -56,10 +56,14 @@ def _has(key: str):
     return lambda: exists().where(LeadFact.lead_id == Lead.id, LeadFact.fact == key)
 
 
-def lead_vocabulary(session: Session) -> Vocabulary:
+# what nurturing rules may name besides: the score scoring gave (scoring rules cannot name it)
+NURTURE_FIELDS = [("score", "number", "分数", "score", ("评分", "得分", "lead score"))]
+
+
+def lead_vocabulary(session: Session, *, extra: list = ()) -> Vocabulary:
     """The vocabulary of leads: fields, known facts, and the active custom fields of leads."""
     fields = [FieldSpec(name, type_, zh, en, getattr(Lead, name), aliases)
-              for name, type_, zh, en, aliases in FIELDS]
+              for name, type_, zh, en, aliases in [*FIELDS, *extra]]
     for field in session.scalars(select(CustomField).where(CustomField.entity == "lead",
                                                            CustomField.active.is_(True))):
         type_ = {"number": "number", "boolean": "boolean"}.get(field.type, "text")
@@ -67,6 +71,11 @@ def lead_vocabulary(session: Session) -> Vocabulary:
                                    aliases=(field.key,)))
     facts = [FactSpec(key, zh, en, _has(key), aliases) for key, zh, en, aliases in FACTS]
     return Vocabulary(fields, facts)
+
+
+def nurture_vocabulary(session: Session) -> Vocabulary:
+    """The lead vocabulary of sequence enrollment rules and branches: with the lead's score."""
+    return lead_vocabulary(session, extra=NURTURE_FIELDS)
 
 
 def record_of(lead: Lead, facts: set[str]) -> dict:
