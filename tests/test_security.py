@@ -19,6 +19,7 @@ PUBLIC_ENDPOINTS = {
     "health",                  # database reachability and module names only
     "static", "appbuilder.static",
     "SecurityApi.login", "SecurityApi.refresh",  # JWT login/refresh (refuse without credentials)
+    "crm_tracking.pixel",  # e-mail open pixel: the same 1×1 GIF for any token, counts only signed ones
 }
 
 

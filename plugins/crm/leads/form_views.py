@@ -75,7 +75,19 @@ def capture(session: Session, form: LeadForm, submission: Submission, tracked: d
         lead.consent, lead.consent_at = True, utcnow()
         lead.consent_text = _localized(form.consent_text, form.consent_text_en, language)
     lead, _created = create_lead(session, lead)
+    if submission.consent:
+        _record_consent(session, form, lead)
     return lead
+
+
+def _record_consent(session: Session, form: LeadForm, lead: Lead) -> None:
+    """Keep the consent the visitor gave: the text they saw, when, and on which form."""
+    from ..nurture.models import ConsentRecord
+    from ..nurture.tracking import address_hash
+
+    session.add(ConsentRecord(address_hash=address_hash(lead.email) if lead.email else None, lead_id=lead.id,
+                              action="given", source=f"form:{form.slug}"[:100], text=lead.consent_text,
+                              at=lead.consent_at or utcnow()))
 
 
 def _localized(zh: str | None, en: str | None, language: str) -> str | None:
