@@ -13,6 +13,9 @@ from bigledger_core.cli import with_appcontext
 
 from .dedupe_cli import dedupe as dedupe_command
 from .leads.cli import scoring as scoring_group
+from .nurture.cli import nurture as nurture_group
+from .nurture.privacy_cli import privacy as privacy_group
+from .nurture.privacy_cli import suppression as suppression_group
 from .pipeline.cli import deal as deal_group
 from .pipeline.cli import pipeline as pipeline_group
 
@@ -147,3 +150,6 @@ crm.add_command(pipeline_group)
 crm.add_command(deal_group)
 crm.add_command(scoring_group)
 crm.add_command(dedupe_command)
+crm.add_command(nurture_group)
+crm.add_command(privacy_group)
+crm.add_command(suppression_group)

@@ -6,6 +6,7 @@ from bigledger_core import __version__, hookimpl
 from . import documents, events, models, services  # noqa: F401  (tables, flush and commit rules)
 from .leads import events as lead_events
 from .leads import models as lead_models  # noqa: F401
+from .nurture import models as nurture_models  # noqa: F401
 from .pipeline import events as pipeline_events
 from .pipeline import models as pipeline_models  # noqa: F401
 from .pipeline import services as pipeline_services
@@ -32,7 +33,9 @@ def bigledger_roles():
     return [
         {"name": "Sales Manager", "permissions": [(_CRM, ".*"), (r"^(Teams|Security)$", _READ)]},
         {"name": "Sales Rep", "permissions": [(r"^(CRM|Crm(Customer|Contact|Company|Tag|Import|Segment|Lead|Duplicate|Deal|Board|Forecast|Competitor|Activity|Quote|Document|Task).*)$", _WRITE)]},
-        {"name": "Marketing", "permissions": [(r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|Sequence|Form|Contact|Company|Tag|Import).*)$", _WRITE)]},
+        {"name": "Marketing", "permissions": [
+            (r"^(CRM|Crm(Customer|Lead|Campaign|Segment|Template|EmailTemplate|Sequence|Enrollment|Nurture|Form|Contact|Company|Tag|Import).*)$", _WRITE),
+            (r"^Crm(Privacy|Suppression).*$", r"^(can_list|can_show|can_add|can_delete|can_get|can_post|can_export|can_erase|menu_access)$")]},
         {"name": "Support Agent", "permissions": [(r"^(CRM|Crm(Customer|Ticket|Contact|Company|Knowledge|Activity).*)$", _WRITE)]},
         {"name": "Integrator", "permissions": [(_CRM, _API)], "record_scope": "all", "api_only": True},
     ]
@@ -69,6 +72,9 @@ def bigledger_register_views(appbuilder):
 
     for part in (form_views, assignment, duplicates, conversion, roi):
         part.register(appbuilder)
+    from .nurture import register as register_nurture
+
+    register_nurture(appbuilder)
     appbuilder.add_view(CrmImportView, "CrmImport", label=_l("Import"), icon="fa-upload",
                         category="CRM", category_label=_l("CRM"))
 
@@ -77,11 +83,13 @@ def bigledger_register_views(appbuilder):
 def bigledger_load_demo(session, users):
     from .demo import load
     from .leads.demo import load as load_leads
+    from .nurture.demo import load as load_nurturing
     from .pipeline.demo import load as load_deals
 
     load(session, users)
     load_deals(session, users)
     load_leads(session, users)
+    load_nurturing(session, users)
 
 
 @hookimpl
@@ -94,7 +102,10 @@ def bigledger_jobs():
              "label": {"zh": "按新评分规则重新评分潜客", "en": "Rescore leads with new scoring rules"}},
             {"id": "crm.form_tokens_gc", "func": "plugins.crm.leads.form_views:forget_used_tokens",
              "trigger": "cron", "trigger_args": {"minute": 17}, "misfire_grace_time": 3600,
-             "label": {"zh": "清理过期的表单令牌记录", "en": "Forget expired web form tokens"}}]
+             "label": {"zh": "清理过期的表单令牌记录", "en": "Forget expired web form tokens"}},
+            {"id": "crm.nurture", "func": "plugins.crm.nurture.services:run_job", "trigger": "interval",
+             "trigger_args": {"seconds": 60}, "misfire_grace_time": 300, "record_runs": False,
+             "label": {"zh": "执行潜客培育序列的到期步骤", "en": "Run due nurturing sequence steps"}}]
 
 
 @hookimpl
@@ -112,6 +123,8 @@ def crm_validate_stage_change(deal, stage):
 @hookimpl
 def bigledger_inbound_message(event):
     from .leads.inbound import handle
+    from .nurture.services import handle_inbound
 
     handle(event)
+    handle_inbound(event)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import abort, flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, ModelView, expose, has_access
+from flask_appbuilder.actions import action
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
@@ -36,6 +37,7 @@ LEAD_LABELS = {
     **LABELS, "name": _l("Name"), "company_name": _l("Company"), "company_size": _l("Company size"),
     "email": _l("E-mail"), "phone": _l("Phone"), "score": _l("Score"), "source": _l("Source"),
     "channel": _l("Channel"), "campaign": _l("Campaign"), "message": _l("Message"), "language": _l("Language"),
+    "timezone": _l("Time zone"),
     "utm_source": "utm_source", "utm_medium": "utm_medium", "utm_campaign": "utm_campaign", "utm_term": "utm_term",
     "utm_content": "utm_content", "referrer": _l("Referrer"), "consent": _l("Marketing consent"),
     "consent_text": _l("Consent text"), "qualified_at": _l("Qualified"), "disqualify_reason": _l("Why disqualified"),
@@ -61,10 +63,10 @@ class LeadView(ListExportMixin, OwnedRecordsMixin, ModelView):
     edit_title = _l("Edit lead")
     list_columns = ["name", "company_name", "score", "status", "source", "channel", "owner", "created_at"]
     add_columns = ["name", "title", "company_name", "company_size", "industry", "email", "phone", "country", "city",
-                   "source", "channel", "campaign", "message", "owner", "team"]
+                   "language", "timezone", "source", "channel", "campaign", "message", "owner", "team"]
     edit_columns = [*add_columns, "status"]
     show_columns = ["name", "title", "company_name", "company_size", "industry", "website", "email", "phone",
-                    "country", "city", "address", "status", "score", "qualified_at", "disqualify_reason", "source",
+                    "country", "city", "address", "language", "timezone", "status", "score", "qualified_at", "disqualify_reason", "source",
                     "channel", "campaign", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
                     "referrer", "consent", "consent_text", "email_opens", "email_clicks", "owner", "team",
                     "created_at"]
@@ -77,6 +79,8 @@ class LeadView(ListExportMixin, OwnedRecordsMixin, ModelView):
     add_form_extra_fields = {"source": _select(LEAD_LABELS["source"], SOURCE_LABELS)}
     edit_form_extra_fields = {**add_form_extra_fields, "status": _select(_l("Status"), STATUS_LABELS)}
     show_template = "crm/lead_show.html"
+    # the list action's permission matches the roles' "can_…_action" pattern
+    method_permission_name = {"enroll_in_sequence": "enroll_action"}
 
     def pre_add(self, item):
         super().pre_add(item)
@@ -125,6 +129,14 @@ class LeadView(ListExportMixin, OwnedRecordsMixin, ModelView):
             db.session.rollback()
             flash(str(exc), "danger")
         return redirect(url_for("LeadView.show", pk=pk))
+
+    @action("enroll_in_sequence", _l("Enroll in sequence"), "", "fa-envelope-o", single=False)
+    def enroll_in_sequence(self, items):
+        """Choose a nurture sequence for the ticked leads (those the user may see) and enroll them."""
+        from ..nurture.views import enroll_page
+
+        items = items if isinstance(items, list) else [items]
+        return enroll_page(self, [lead.id for lead in items if lead is not None])
 
 
 def _visible_lead(pk) -> Lead:
