@@ -49,14 +49,12 @@ from flask import current_app
 from flask_babel import gettext
 from sqlalchemy import (
     JSON,
-    String,
     and_,
     bindparam,
     case,
-    cast,
+    delete,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -85,7 +83,8 @@ log = logging.getLogger(__name__)
 RUNNING = ("active", "paused")
 SETTABLE_STATUSES = ("new", "working", "nurturing", "disqualified")
 MAX_DAYS = 3650
-RUN_SECONDS = 50.0  # a scheduler run stops taking new batches after this; the next run goes on
+RUN_SECONDS = 50.0
+MAX_CHAIN = 20  # steps one enrollment may run in one batch (they only go forward; this bounds the work)  # a scheduler run stops taking new batches after this; the next run goes on
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -491,9 +490,9 @@ class _Due:
 
 
 def _insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str] | None = None,
-                 returning: str | None = None) -> list:
+                 returning: tuple[str, ...] = ()) -> list[tuple]:
     """INSERT `rows` (dicts with the same keys) in the session's transaction, skipping those whose
-    `conflict` key exists; returns the `returning` column of the rows inserted.
+    `conflict` key exists; returns the `returning` columns of the rows inserted.
 
     On PostgreSQL the rows go through psycopg's pipelined executemany — one round trip per batch, the same
     way as a bare INSERT — instead of one multi-row statement whose thousands of placeholders the driver
@@ -509,7 +508,8 @@ def _insert_rows(session: Session, table, rows: list[dict], *, conflict: list[st
         if conflict:
             statement = statement.on_conflict_do_nothing(index_elements=conflict)
         if returning:
-            return list(session.execute(statement.returning(table.c[returning]), rows).scalars())
+            return [tuple(row) for row in session.execute(
+                statement.returning(*(table.c[name] for name in returning)), rows)]
         session.execute(statement, rows)
         return []
     from psycopg.types.json import Json
@@ -517,15 +517,15 @@ def _insert_rows(session: Session, table, rows: list[dict], *, conflict: list[st
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
            + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
-           + (f" RETURNING {returning}" if returning else ""))
+           + (f" RETURNING {', '.join(returning)}" if returning else ""))
     values = [tuple(Json(row[c]) if c in json_columns and row[c] is not None else row[c] for c in columns)
               for row in rows]
-    out = []
+    out: list[tuple] = []
     with session.connection().connection.driver_connection.cursor() as cursor:
         cursor.executemany(sql, values, returning=bool(returning))
         if returning:
             while True:
-                out.extend(row[0] for row in cursor.fetchall())
+                out.extend(tuple(row) for row in cursor.fetchall())
                 if not cursor.nextset():
                     break
     return out
@@ -593,6 +593,35 @@ class _Run:
                                              self.effective(row.sequence_id, row.step_id))
 
     def batch(self, due: list[_Due]) -> None:
+        """Run the due steps of `due`; an enrollment whose next step is due at once (an e-mail after a
+        branch, the wait after an e-mail) runs it in the same transaction, so that it is claimed and
+        written once per batch, not once per step."""
+        final: dict[int, dict] = {}
+        by_id = {item.id: item for item in due}
+        pending = due
+        for _ in range(MAX_CHAIN):
+            for move in self.step_once(pending):
+                final[move["e_id"]] = move
+            pending = []
+            for move in final.values():
+                if (move.get("chain") and move["to_status"] == "active" and move["to_step"] is not None
+                        and move["at"] <= self.now):
+                    item = by_id[move["e_id"]]
+                    pending.append(_Due(item.id, item.sequence_id, item.lead_id,
+                                        self.effective(item.sequence_id, move["to_step"])))
+                move["chain"] = False
+            if not pending:
+                break
+        if final:
+            table = Enrollment.__table__  # Core executemany: one statement for the whole batch
+            self.session.execute(
+                update(table).where(table.c.id == bindparam("e_id"), table.c.status == "active")
+                .values(step_id=bindparam("to_step"), next_run_at=bindparam("at"), status=bindparam("to_status"),
+                        finished_at=bindparam("finished"), exit_reason=bindparam("reason")),
+                [{key: value for key, value in move.items() if key != "chain"} for move in final.values()])
+
+    def step_once(self, due: list[_Due]) -> list[dict]:
+        """Run the current step of each item; returns where each goes next."""
         moves: list[dict] = []
         by_step: dict[int, list[_Due]] = defaultdict(list)
         for item in due:
@@ -604,12 +633,7 @@ class _Run:
             step = items[0].step
             handler = getattr(self, f"run_{step.kind}")
             moves.extend(handler(step, items))
-        if moves:
-            table = Enrollment.__table__  # Core executemany: one statement for the whole batch
-            self.session.execute(
-                update(table).where(table.c.id == bindparam("e_id"), table.c.status == "active")
-                .values(step_id=bindparam("to_step"), next_run_at=bindparam("at"), status=bindparam("to_status"),
-                        finished_at=bindparam("finished"), exit_reason=bindparam("reason")), moves)
+        return moves
 
     def move(self, item: _Due, step: SequenceStep, *, goto: SequenceStep | None = None,
              at: dt.datetime | None = None) -> dict:
@@ -618,7 +642,7 @@ class _Run:
         if target is None:
             return self.finish(item)
         return {"e_id": item.id, "to_step": target.id, "at": at or self.now, "to_status": "active",
-                "finished": None, "reason": None}
+                "finished": None, "reason": None, "chain": True}
 
     def stay(self, item: _Due, at: dt.datetime) -> dict:
         """The enrollment keeps its step, due again at `at` (quiet hours)."""
@@ -630,16 +654,18 @@ class _Run:
         return {"e_id": item.id, "to_step": None, "at": None,
                 "to_status": "completed" if reason is None else "exited", "finished": self.now, "reason": reason}
 
-    def record(self, step: SequenceStep, items: Seq[_Due], outcome, detail=None, links=None) -> set[int]:
+    def record(self, step: SequenceStep, items: Seq[_Due], outcome, detail=None, links=None,
+               messages=None) -> set[int]:
         """Insert the step runs; returns the enrollment ids whose row was new (those run the step now)."""
         rows = [{"enrollment_id": item.id, "step_id": step.id, "sequence_id": step.sequence_id,
                  "template_id": step.template_id if step.kind == "email" else None,
+                 "message_id": (messages or {}).get(item.id),
                  "outcome": outcome(item) if callable(outcome) else outcome,
                  "detail": detail(item) if callable(detail) else detail,
                  "links": (links or {}).get(item.id), "ran_at": self.now, "opens": 0, "clicks": 0}
                 for item in items]
-        fresh = set(_insert_rows(self.session, EnrollmentStep, rows, conflict=["enrollment_id", "step_id"],
-                                 returning="enrollment_id"))
+        fresh = {row[0] for row in _insert_rows(self.session, EnrollmentStep, rows,
+                                                conflict=["enrollment_id", "step_id"], returning=("enrollment_id",))}
         self.counts["repeat_skipped"] += len(items) - len(fresh)
         return fresh
 
@@ -780,12 +806,21 @@ class _Run:
             moves.extend(self.stay(item, retry) for item in ready)
             self.counts["template_errors"] += len(ready)
             ready, messages = [], {}
+        # the messages go in first (a step run points at its message); a message whose step run turns out to
+        # exist already (another run did the step) is taken out again before anything commits
+        queued = self.queue([message for message, _links in messages.values()])
+        message_ids = {item.id: queued[messages[item.id][0]["idempotency_key"]]
+                       for item in ready if messages[item.id][0]["idempotency_key"] in queued}
         ready_ids = {i.id for i in ready}
         runnable = [i for i in items if i.id in skipped or i.id in stop or i.id in ready_ids]
         fresh = self.record(step, runnable,
                             lambda i: "skipped" if (i.id in skipped or i.id in stop) else "sent",
                             lambda i: skipped.get(i.id) or stop.get(i.id),
-                            {i: links for i, (_message, links) in messages.items()})
+                            {i: links for i, (_message, links) in messages.items()}, message_ids)
+        orphans = [message_id for enrollment_id, message_id in message_ids.items() if enrollment_id not in fresh]
+        if orphans:
+            self.session.execute(delete(Message).where(Message.id.in_(orphans))
+                                 .execution_options(synchronize_session=False))
         for item in runnable:
             if item.id in stop:
                 moves.append(self.finish(item, stop[item.id]))
@@ -794,9 +829,8 @@ class _Run:
                     self.counts["skipped"] += 1
                 moves.append(self.move(item, step))
         sending = [i for i in ready if i.id in fresh]
-        if sending:
-            self.queue(step, [messages[i.id][0] for i in sending], [i.id for i in sending])
-            moves.extend(self.move(item, step) for item in sending)
+        self.counts["sent"] += len(sending)
+        moves.extend(self.move(item, step) for item in sending)
         return moves
 
     def render(self, step, template, items, leads, mail_templates, tracking) -> dict[int, tuple[dict, list]]:
@@ -837,17 +871,10 @@ class _Run:
                 "created_at": queued_at}, links or None)
         return out
 
-    def queue(self, step: SequenceStep, messages: list[dict], enrollment_ids: list[int]) -> None:
-        """Queue the messages and point their step runs at them (by the messages' idempotency key)."""
-        _insert_rows(self.session, Message, messages)
-        key = literal("nurture:") + cast(EnrollmentStep.enrollment_id, String) + ":" + \
-            cast(EnrollmentStep.step_id, String)
-        self.session.execute(
-            update(EnrollmentStep).where(EnrollmentStep.step_id == step.id,
-                                         EnrollmentStep.enrollment_id.in_(enrollment_ids))
-            .values(message_id=select(Message.id).where(Message.idempotency_key == key).scalar_subquery())
-            .execution_options(synchronize_session=False))
-        self.counts["sent"] += len(messages)
+    def queue(self, messages: list[dict]) -> dict[str, int]:
+        """Insert the messages (skipping an idempotency key already queued); their ids by idempotency key."""
+        return {key: message_id for message_id, key in _insert_rows(
+            self.session, Message, messages, conflict=["idempotency_key"], returning=("id", "idempotency_key"))}
 
     def housekeeping(self) -> None:
         """Exits decided by what happened since the last run: leads qualified, converted or disqualified,
