@@ -395,3 +395,24 @@ def test_a_run_killed_half_way_neither_loses_nor_repeats_a_send(app, database_ur
         waited = db.session.scalar(select(func.count()).select_from(EnrollmentStep).where(
             EnrollmentStep.step_id == wait_step))
         assert waited == total and counts["sent"] == total - before
+
+
+def test_erasing_a_person_mid_sequence_ends_it_and_later_runs_go_on(app):
+    from plugins.crm.nurture.privacy import erase_person
+    from plugins.crm.nurture.tracking import suppressed
+
+    with app.app_context():
+        seq = sequence({"kind": "email", "template_id": template().id}, {"kind": "wait", "days": 1},
+                       {"kind": "email", "template_id": template("again").id})
+        gone, staying = lead("赵六", "zhaoliu@example.com"), lead("钱七", "qianqi@example.com")
+        enroll(db.session, seq, [gone.id, staying.id])
+        db.session.commit()
+        run_due(db.session, now=T0)  # both mails queued, not yet sent
+        erase_person(db.session, "zhaoliu@example.com")
+        db.session.commit()
+        counts = run_due(db.session, now=T0 + dt.timedelta(days=1, minutes=1))
+        assert counts.get("exited_bounced", 0) == 0 and counts["sent"] == 1
+        assert enrollment_of(gone, seq).exit_reason == "erased"
+        assert [m.status for m in messages_to("qianqi@example.com")] == ["queued", "queued"]
+        assert suppressed(db.session, ["zhaoliu@example.com"]) == {"zhaoliu@example.com"}
+        assert messages_to("zhaoliu@example.com") == []

@@ -892,10 +892,16 @@ class _Run:
             .join(Enrollment, Enrollment.id == EnrollmentStep.enrollment_id)
             .where(Message.status == "failed", EnrollmentStep.outcome == "sent")).all()
         if bounced:
-            from .tracking import suppress
+            from .privacy import ERASED_ADDRESS
+            from .tracking import TrackingError, suppress
 
             for row in {r.to_address: r for r in bounced}.values():
-                suppress(session, row.to_address, reason="bounced", source="delivery", lead_id=row.lead_id)
+                if row.to_address == ERASED_ADDRESS:  # cancelled by an erasure: suppressed by digest already
+                    continue
+                try:
+                    suppress(session, row.to_address, reason="bounced", source="delivery", lead_id=row.lead_id)
+                except TrackingError as exc:  # not an address the suppression list can hold: log, go on
+                    log.warning("bounce of %s not suppressed: %s", row.to_address, exc)
             session.execute(update(EnrollmentStep).where(EnrollmentStep.id.in_([r.id for r in bounced]))
                             .values(outcome="bounced").execution_options(synchronize_session=False))
             self.counts["exited_bounced"] += _exit(session, Enrollment.id.in_([r.enrollment_id for r in bounced]),
