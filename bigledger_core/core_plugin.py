@@ -112,6 +112,7 @@ class InboundMessageSchema(Schema):
     html = fields.String(allow_none=True)
     source = fields.String(required=True)
     attachments = fields.List(fields.Dict(), load_default=list)
+    bounce = fields.Dict(allow_none=True, load_default=None)
 
 
 @hookimpl

@@ -102,8 +102,10 @@ def bigledger_module_switched(event):
 def bigledger_inbound_message(event):
     """Event, once per received e-mail (IMAP polling or `bigledger mail ingest`). `event.payload` holds
     `id` (the stored message), `message_id`, `in_reply_to`, `references`, `sender` ([name, address]),
-    `to` and `cc` (lists of [name, address]), `subject`, `date`, `text`, `html`, `source` and
-    `attachments` (list of {`id`, `filename`, `content_type`, `size`}). Returns nothing."""
+    `to` and `cc` (lists of [name, address]), `subject`, `date`, `text`, `html`, `source`,
+    `attachments` (list of {`id`, `filename`, `content_type`, `size`}) and `bounce`: for a delivery status
+    notification, {`message_id` of the message it reports on, `failed`: [{`recipient`, `status`,
+    `diagnostic`}]}, else null. Returns nothing."""
 
 
 # -- CRM extension points: the CRM asks, other modules contribute -------------------------------------

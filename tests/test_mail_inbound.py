@@ -181,7 +181,8 @@ def test_payload_is_json_safe_and_leaves_out_attachment_content():
         {"filename": "公司标志.png", "content_type": "image/png", "size": len(png_1x1())},
     ]
     assert set(payload) == {"message_id", "in_reply_to", "references", "sender", "to", "cc", "subject",
-                            "date", "text", "html", "attachments"}
+                            "date", "text", "html", "attachments", "bounce"}
+    assert payload["bounce"] is None  # an ordinary mail, not a delivery report
 
 
 def test_empty_input_is_refused():

@@ -76,6 +76,10 @@ class InboundMessage:
     text: str
     html: str | None
     attachments: tuple[Attachment, ...]
+    # a delivery status notification (a bounce): the Message-ID of the message it reports on, and the
+    # recipients it could not be delivered to as (address, status, diagnostic)
+    bounce_of: str | None = None
+    failed_recipients: tuple[tuple[str, str, str], ...] = ()
 
     def as_payload(self) -> dict[str, Any]:
         """JSON-safe data: every field, the date as an ISO 8601 string, attachments without content."""
@@ -94,6 +98,9 @@ class InboundMessage:
                 {"filename": a.filename, "content_type": a.content_type, "size": len(a.data)}
                 for a in self.attachments
             ],
+            "bounce": {"message_id": self.bounce_of,
+                       "failed": [{"recipient": r, "status": st, "diagnostic": d}
+                                  for r, st, d in self.failed_recipients]} if self.failed_recipients else None,
         }
 
 
@@ -117,6 +124,7 @@ def parse_message(raw: bytes) -> InboundMessage:
     ids = _message_ids(_header(msg, "message-id"))
     reply_ids = _message_ids(_header(msg, "in-reply-to"))
     senders = _addresses(msg, "from") or _addresses(msg, "sender")
+    bounce_of, failed = _delivery_report(msg)
     return InboundMessage(
         message_id=ids[0] if ids else _stable_id(raw),
         in_reply_to=reply_ids[0] if reply_ids else None,
@@ -129,7 +137,44 @@ def parse_message(raw: bytes) -> InboundMessage:
         text=text,
         html=html,
         attachments=tuple(_attachments(msg, (text_part, html_part))),
+        bounce_of=bounce_of,
+        failed_recipients=failed,
     )
+
+
+def _delivery_report(msg: EmailMessage) -> tuple[str | None, tuple[tuple[str, str, str], ...]]:
+    """For a delivery status notification (RFC 3464: multipart/report; report-type=delivery-status), the
+    Message-ID of the original message and the recipients whose delivery failed; else (None, ())."""
+    if msg.get_content_type() != "multipart/report" or \
+            str(msg.get_param("report-type", "")).lower() != "delivery-status":
+        return None, ()
+    original: str | None = None
+    failed: list[tuple[str, str, str]] = []
+    try:
+        for part in msg.walk():
+            kind = part.get_content_type()
+            if kind in ("message/delivery-status", "message/global-delivery-status"):
+                for block in part.get_payload() or []:
+                    if not isinstance(block, Message) or str(block.get("Action", "")).strip().lower() != "failed":
+                        continue
+                    recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+                    address = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+                    if address:
+                        failed.append((address[:320], str(block.get("Status", "")).strip()[:20],
+                                       " ".join(str(block.get("Diagnostic-Code", "")).split())[:500]))
+            elif kind in ("message/rfc822", "message/global") and original is None:
+                inner = part.get_payload()
+                inner = inner[0] if isinstance(inner, list) and inner else inner
+                if isinstance(inner, Message):
+                    ids = _message_ids(str(inner.get("Message-ID", "")))
+                    original = ids[0] if ids else None
+            elif kind in ("text/rfc822-headers", "message/global-headers") and original is None:
+                match = re.search(r"^message-id:\s*(.+)$", _part_text(part), re.IGNORECASE | re.MULTILINE)
+                ids = _message_ids(match.group(1)) if match else []
+                original = ids[0] if ids else None
+    except _HEADER_ERRORS:
+        return None, ()
+    return original, tuple(failed)
 
 
 def html_to_text(html: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 from flask_babel import force_locale
 from sqlalchemy import func, select
 
+import plugins.crm.plugin  # noqa: F401  (every CRM table, as the running app has them)
 from bigledger_core.db import db
 from bigledger_core.mail.inbound import parse_message
 from bigledger_core.mail.outbound import send_due
@@ -416,3 +417,74 @@ def test_erasing_a_person_mid_sequence_ends_it_and_later_runs_go_on(app):
         assert [m.status for m in messages_to("qianqi@example.com")] == ["queued", "queued"]
         assert suppressed(db.session, ["zhaoliu@example.com"]) == {"zhaoliu@example.com"}
         assert messages_to("zhaoliu@example.com") == []
+
+
+DSN = """From: MAILER-DAEMON@mx.example.com
+To: sales@bigledger.example
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <{dsn_id}@mx.example.com>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+The mail could not be delivered.
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.com
+
+Final-Recipient: rfc822; {recipient}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 no such user
+
+--B
+Content-Type: text/rfc822-headers
+
+From: sales@bigledger.example
+To: {recipient}
+Message-ID: <{original}>
+Subject: hi
+
+--B--
+"""
+
+
+def test_a_bounce_report_in_the_inbox_suppresses_the_address_and_ends_the_sequence(make_app, smtp_server):
+    from plugins.crm.leads.inbound import record as record_lead_mail
+    from plugins.crm.nurture.tracking import suppressed
+
+    app = make_app(**smtp_server.config(), BIGLEDGER_MAIL_FROM="BigLedger <sales@bigledger.example>",
+                   BIGLEDGER_LEAD_INBOX=["sales@bigledger.example"])
+    with app.app_context():
+        seq = sequence({"kind": "email", "template_id": template().id}, {"kind": "wait", "days": 3},
+                       {"kind": "email", "template_id": template("again").id})
+        person = lead("周八", "zhouba@example.com")
+        enroll(db.session, seq, [person.id])
+        db.session.commit()
+        run_due(db.session, now=T0)
+        person, seq = person.id, seq.id
+    assert send_due(app)["sent"] == 1  # the server took it; the bounce comes later, by mail
+    [received] = smtp_server.recorder.messages()
+    original = received["Message-ID"].strip("<>")
+    with app.app_context():
+        forged = parse_message(DSN.format(dsn_id="f1", recipient="zhouba@example.com",
+                                          original="not-ours@elsewhere.example").encode()).as_payload()
+        assert services.record_bounce(db.session, forged) == 0  # about someone else's mail: nothing happens
+        report = parse_message(DSN.format(dsn_id="d1", recipient="zhouba@example.com", original=original).encode())
+        assert report.failed_recipients == (("zhouba@example.com", "5.1.1", "smtp; 550 5.1.1 no such user"),)
+        payload = report.as_payload()
+        assert record_lead_mail(db.session, payload, {"sales@bigledger.example"}) is None  # not a new lead
+        assert services.record_bounce(db.session, payload) == 1
+        db.session.commit()
+        ended = enrollment_of(person, seq)
+        assert (ended.status, ended.exit_reason) == ("exited", "bounced")
+        [sent] = messages_to("zhouba@example.com")
+        assert sent.status == "failed" and "5.1.1" in sent.last_error
+        assert suppressed(db.session, ["zhouba@example.com"]) == {"zhouba@example.com"}
+        run_due(db.session, now=T0 + dt.timedelta(days=4))
+        assert len(messages_to("zhouba@example.com")) == 1
+        [stats] = services.statistics(db.session, seq)
+        assert (stats["sent"], stats["delivered"]) == (1, 0)

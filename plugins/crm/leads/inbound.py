@@ -66,7 +66,7 @@ def record(session: Session, payload: dict, inbox: set[str]) -> tuple[str, Any] 
     activity. Returns ("lead", lead), ("activity", activity) or None when the message is not for the inbox.
     The same message twice gives the same lead (Lead.idempotency_key) or the same activity."""
     recipients = {_address(_pair(item)[1]) for item in (payload.get("to") or []) + (payload.get("cc") or [])}
-    if not inbox or not (recipients & inbox):
+    if not inbox or not (recipients & inbox) or payload.get("bounce"):  # a bounce is not a lead
         return None
     name, raw_address = _pair(payload.get("sender"))
     address = _address(raw_address)

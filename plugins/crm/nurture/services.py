@@ -1005,10 +1005,54 @@ def record_reply(session: Session, payload: dict) -> int:
     return ended
 
 
+def record_bounce(session: Session, payload: dict) -> int:
+    """A delivery status notification about a message we sent (its Message-ID is ours: a forged bounce
+    about someone else's mail changes nothing) marks that message failed, puts each failed recipient that
+    was its addressee on the suppression list and ends their enrollments ("bounced"). Returns how many
+    recipients were suppressed."""
+    from .tracking import TrackingError, suppress
+
+    bounce = payload.get("bounce") or {}
+    original = str(bounce.get("message_id") or "").strip().strip("<>")
+    failed = [item for item in bounce.get("failed") or [] if isinstance(item, dict) and item.get("recipient")]
+    if not original or not failed:
+        return 0
+    message = session.scalar(select(Message).where(Message.message_id == original))
+    if message is None:
+        return 0
+    first = failed[0]
+    message.status, message.next_attempt_at = "failed", None
+    message.last_error = f"bounced {first.get('status') or ''}: {first.get('diagnostic') or ''}".strip()[:4000]
+    runs = list(session.scalars(select(EnrollmentStep).where(EnrollmentStep.message_id == message.id)))
+    lead_ids = set(session.scalars(select(Enrollment.lead_id).where(
+        Enrollment.id.in_([r.enrollment_id for r in runs])))) if runs else set()
+    suppressed_count = 0
+    for item in failed:
+        address = str(item["recipient"]).strip().lower()
+        if address != message.to_address.lower():  # only the address this message went to
+            continue
+        try:
+            suppress(session, message.to_address, reason="bounced", source="delivery report",
+                     lead_id=next(iter(lead_ids), None), note=str(item.get("status") or "")[:500] or None)
+            suppressed_count += 1
+        except TrackingError as exc:
+            log.warning("bounce for %s not suppressed: %s", address, exc)
+    for run in runs:
+        run.outcome = "bounced"
+    if runs:
+        _exit(session, Enrollment.id.in_([r.enrollment_id for r in runs]), "bounced")
+    session.flush()
+    return suppressed_count
+
+
 def handle_inbound(event) -> None:
-    """Called for every received e-mail (`bigledger_inbound_message`)."""
+    """Called for every received e-mail (`bigledger_inbound_message`): bounces and replies."""
     from bigledger_core.db import db
 
+    if event.payload.get("bounce"):
+        record_bounce(db.session, event.payload)
+        db.session.commit()
+        return
     ended = record_reply(db.session, event.payload)
     db.session.commit()
     if ended:
