@@ -328,3 +328,25 @@ def test_consent_given_on_a_web_form_is_recorded_with_its_text_and_time(app, cli
         assert [(r.action, r.source, r.text, r.lead_id, r.address_hash) for r in records] == [
             ("given", f"form:{slug}", CONSENT_EN, lead.id, tracking.address_hash("wang.xm@example.com"))]
         assert records[0].at is not None
+
+
+def test_consent_given_and_withdrawn_over_the_api_is_recorded_with_its_text(app, client):
+    add_user(app, "boss", "Admin")
+    headers = {"Authorization": f"Bearer {api_token(client, 'boss')}", "Accept-Language": "en"}
+    created = client.post("/api/v1/lead/", headers=headers, json={
+        "name": "林小红", "email": "lin@example.com", "consent": True,
+        "consent_text": "我同意接收 BigLedger 的产品资讯"})
+    assert created.status_code == 201, created.get_json()
+    lead_id = created.get_json()["id"]
+    version = created.get_json()["result"]["version"]
+    withdrawn = client.put(f"/api/v1/lead/{lead_id}", headers=headers, json={"consent": False, "version": version})
+    assert withdrawn.status_code == 200, withdrawn.get_json()
+    renamed = client.put(f"/api/v1/lead/{lead_id}", headers=headers,
+                         json={"name": "林小红2", "version": withdrawn.get_json()["result"]["version"]})
+    assert renamed.status_code == 200  # no consent change: no record
+    with app.app_context():
+        records = db.session.execute(select(ConsentRecord.action, ConsentRecord.source, ConsentRecord.text,
+                                            ConsentRecord.address_hash)
+                                     .where(ConsentRecord.lead_id == lead_id).order_by(ConsentRecord.id)).all()
+    digest = tracking.address_hash("lin@example.com")
+    assert records == [("given", "api", "我同意接收 BigLedger 的产品资讯", digest), ("withdrawn", "api", None, digest)]

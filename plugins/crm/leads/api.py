@@ -22,9 +22,11 @@ from .services import (
     LeadError,
     active_rule_set,
     clean_lead,
+    consent_changed,
     create_lead,
     disqualify,
     load_rule_set,
+    record_consent,
     record_fact,
     rescore,
     rescore_all,
@@ -75,6 +77,8 @@ class LeadApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
         key = request.headers.get("Idempotency-Key")
         try:
             lead, created = create_lead(db.session, item, idempotency_key=key)
+            if created and lead.consent:
+                record_consent(db.session, lead, given=True, source="api")
             db.session.commit()
         except CrmValidationError as exc:
             db.session.rollback()
@@ -91,8 +95,11 @@ class LeadApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
         try:
             with db.session.no_autoflush:
                 clean_lead(item, db.session)
+                changed = consent_changed(item)
         except CrmValidationError as exc:
             raise BadRequest(str(exc)) from None
+        if changed is not None:
+            record_consent(db.session, item, given=changed, source="api")
 
     def post_update(self, item):
         rescore(db.session, item)

@@ -49,7 +49,7 @@ from .forms import (
     tracking,
 )
 from .models import FormToken, Lead, LeadForm
-from .services import create_lead
+from .services import create_lead, record_consent
 
 log = logging.getLogger(__name__)
 LANGUAGES = ("zh", "en")
@@ -82,12 +82,7 @@ def capture(session: Session, form: LeadForm, submission: Submission, tracked: d
 
 def _record_consent(session: Session, form: LeadForm, lead: Lead) -> None:
     """Keep the consent the visitor gave: the text they saw, when, and on which form."""
-    from ..nurture.models import ConsentRecord
-    from ..nurture.tracking import address_hash
-
-    session.add(ConsentRecord(address_hash=address_hash(lead.email) if lead.email else None, lead_id=lead.id,
-                              action="given", source=f"form:{form.slug}"[:100], text=lead.consent_text,
-                              at=lead.consent_at or utcnow()))
+    record_consent(session, lead, given=True, source=f"form:{form.slug}")
 
 
 def _localized(zh: str | None, en: str | None, language: str) -> str | None:

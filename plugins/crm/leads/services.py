@@ -286,6 +286,31 @@ def record_fact(session: Session, lead: Lead, fact: str, *, count: int = 1, sour
     return rescore(session, lead)
 
 
+def record_consent(session: Session, lead: Lead, *, given: bool, source: str) -> None:
+    """Keep a consent given or withdrawn for `lead`: the text it was given for, when and how (`source`:
+    "api", "form:<slug>", …). Given consent also dates the lead's consent."""
+    from ..nurture.models import ConsentRecord
+    from ..nurture.tracking import address_hash
+
+    now = utcnow()
+    if given:
+        lead.consent_at = lead.consent_at or now
+    session.add(ConsentRecord(address_hash=address_hash(lead.email) if lead.email else None, lead_id=lead.id,
+                              action="given" if given else "withdrawn", source=source[:100],
+                              text=lead.consent_text if given else None, at=lead.consent_at if given else now))
+
+
+def consent_changed(lead: Lead) -> bool | None:
+    """True or False when this unit of work gives or withdraws the lead's consent; None when it does not."""
+    from sqlalchemy import inspect
+
+    history = inspect(lead).attrs.consent.history
+    if not history.has_changes() or bool(history.added and history.added[0]) == bool(
+            history.deleted and history.deleted[0]):
+        return None
+    return bool(history.added and history.added[0])
+
+
 def disqualify(session: Session, lead: Lead, reason: str | None) -> None:
     """Disqualify a lead; a reason is required."""
     text = (reason or "").strip()
