@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import current_app, flash, g, has_request_context, request
@@ -15,6 +16,8 @@ from .models import Team, team_member
 log = logging.getLogger(__name__)
 
 SCOPE_ALL = "all"
+# how long a worker trusts what it read of the Public role's permissions
+PUBLIC_PERMISSIONS_SECONDS = 30.0
 SCOPE_TEAM = "team"
 # Every signed-in user may see and edit their own profile and password, whatever their role.
 SELF_SERVICE = ("^(UserDBModelView|ResetMyPasswordView|UserInfoEditView)$",
@@ -53,6 +56,43 @@ class BigLedgerSecurityManager(SecurityManager):
         specs = self.role_specs()
         return bool(user.roles) and all(specs.get(role.name, {}).get("api_only") for role in user.roles)
 
+    # -- what every request asks: who is the user, and is this view public ------------------------------
+
+    def get_user_by_id(self, pk):
+        """The user with their roles, their groups and the groups' roles in one statement (FAB loads each
+        relationship with a query of its own, on every request)."""
+        from sqlalchemy.orm import joinedload
+
+        user, group = self.user_model, self.group_model
+        return self.session.scalars(select(user).where(user.id == pk).options(
+            joinedload(user.roles), joinedload(user.groups).joinedload(group.roles))).unique().first()
+
+    def is_item_public(self, permission_name, view_name):
+        """Whether the Public role has this permission: read from the database at most every
+        PUBLIC_PERMISSIONS_SECONDS per worker (FAB reads it on every request to every protected view)."""
+        return (permission_name, view_name) in self._public_permissions()
+
+    def _public_permissions(self) -> frozenset[tuple[str, str]]:
+        now = time.monotonic()
+        cached = getattr(self, "_public_cache", None)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        pairs = frozenset((pv.permission.name, pv.view_menu.name) for pv in self.get_public_permissions() or []
+                          if pv.permission is not None and pv.view_menu is not None)
+        self._public_cache = (now + PUBLIC_PERMISSIONS_SECONDS, pairs)
+        return pairs
+
+    def forget_public_permissions(self) -> None:
+        self._public_cache = None
+
+    def add_permission_role(self, role, perm_view) -> None:
+        super().add_permission_role(role, perm_view)
+        self.forget_public_permissions()
+
+    def del_permission_role(self, role, perm_view) -> None:
+        super().del_permission_role(role, perm_view)
+        self.forget_public_permissions()
+
     def auth_user_db(self, username, password):
         user = super().auth_user_db(username, password)
         if user is not None and has_request_context() and not request.path.startswith("/api/") \
@@ -75,13 +115,15 @@ def sync_security(appbuilder) -> None:
 
 def visible_team_ids(session, user_id: int) -> set[int]:
     """Teams whose records `user_id` sees: teams they belong to or manage, and sub-teams of those."""
-    rows = session.execute(select(Team.id, Team.parent_id, Team.manager_id)).all()
-    member_of = set(session.scalars(select(team_member.c.team_id).where(team_member.c.user_id == user_id)))
+    member = select(team_member.c.team_id).where(team_member.c.team_id == Team.id,
+                                                 team_member.c.user_id == user_id).exists()
+    rows = session.execute(select(Team.id, Team.parent_id, Team.manager_id, member)).all()
+    member_of = {team_id for team_id, _parent, _manager, is_member in rows if is_member}
     children: dict[int | None, list[int]] = {}
-    for team_id, parent_id, _ in rows:
+    for team_id, parent_id, _manager, _member in rows:
         children.setdefault(parent_id, []).append(team_id)
     seen: set[int] = set()
-    stack = list(member_of) + [team_id for team_id, _, manager in rows if manager == user_id]
+    stack = list(member_of) + [team_id for team_id, _, manager, _member in rows if manager == user_id]
     while stack:
         team_id = stack.pop()
         if team_id not in seen:

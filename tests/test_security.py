@@ -165,3 +165,38 @@ def test_read_only_users_see_everything_and_change_nothing(app, client):
     assert client.get("/samplenoteview/add").status_code in (302, 403)
     assert client.get("/users/list/").status_code in (302, 403)
     assert re.search(r"/modules/", client.get("/").get_data(as_text=True)) is None
+
+
+def test_a_permission_given_to_the_public_role_applies_at_once_and_is_taken_back(app, client):
+    with app.app_context():
+        sm = app.appbuilder.sm
+        public = sm.find_role("Public")
+        permission = sm.find_permission_view_menu("can_get", "SampleNote")
+    assert client.get("/api/v1/sample_note/").status_code == 401
+    with app.app_context():
+        sm.add_permission_role(sm.find_role("Public"), sm.find_permission_view_menu("can_get", "SampleNote"))
+    assert client.get("/api/v1/sample_note/").status_code == 200
+    with app.app_context():
+        sm.del_permission_role(sm.find_role("Public"), sm.find_permission_view_menu("can_get", "SampleNote"))
+    assert client.get("/api/v1/sample_note/").status_code == 401
+    assert public is not None and permission is not None
+
+
+def test_a_signed_in_request_reads_the_user_with_roles_and_groups_in_one_statement(app, client):
+    from sqlalchemy import event
+
+    add_user(app, "rep", "Sales Rep")
+    token = api_token(client, "rep")
+    client.get("/api/v1/lead/", headers={"Authorization": f"Bearer {token}"})  # the worker reads Public once
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert client.get("/api/v1/lead/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    security = [s for s in statements if re.search(r"\bab_(user|role|group|permission)", s)]
+    assert len(security) == 1, security  # the user, their roles and groups; the Public role is remembered
+    assert len([s for s in statements if "bl_team" in s]) == 1
