@@ -57,20 +57,15 @@ def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
     timeout = current_app.config.get("BIGLEDGER_SEARCH_TIMEOUT") or 0
     if session.get_bind().dialect.name != "postgresql" or timeout <= 0:
         return _search(session, text, q, user, limit)
-    # for this transaction only (set_config(..., true) is SET LOCAL), then back to what it was
-    connection = session.connection()
-    previous = connection.exec_driver_sql(
-        "SELECT current_setting('statement_timeout'), "
-        f"set_config('statement_timeout', '{int(timeout * 1000)}', true)").scalar()
+    # for the rest of this transaction only (SET LOCAL): a search is the last thing its request does
+    session.connection().exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
     try:
-        found = _search(session, text, q, user, limit)
+        return _search(session, text, q, user, limit)
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != "57014":  # query_canceled
             raise
         session.rollback()
         raise SearchTimeout(str(exc.orig)) from None
-    connection.exec_driver_sql("SELECT set_config('statement_timeout', %(previous)s, true)", {"previous": previous})
-    return found
 
 
 def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]:
