@@ -162,13 +162,17 @@ def _activity_scope(customer: CustomerRef):
 
 
 def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page: int = 25,
-             kinds: list[str] | None = None) -> dict:
-    """Activities (and entries other modules contribute) newest first, one page."""
+             kinds: list[str] | None = None, counts: dict[str, int] | None = None) -> dict:
+    """Activities (and entries other modules contribute) newest first, one page. `counts`: the customer's
+    activities by kind when the caller has them (the total is then not counted again)."""
     page, per_page = max(page, 1), min(max(per_page, 1), 100)
     query = select(Activity).where(_activity_scope(customer))
     if kinds:
         query = query.where(Activity.kind.in_(kinds))
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    if counts is not None:
+        total = sum(n for kind, n in counts.items() if not kinds or kind in kinds)
+    else:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
     window = page * per_page
     activities = session.scalars(query.order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(window)
                                  .options(selectinload(Activity.user))).all()
@@ -312,7 +316,7 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
     data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
         _activity_scope(ref)).group_by(Activity.kind))
-    data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)
+    data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None, counts=data["activity_counts"])
     host = current_app.extensions["bigledger"]
     from bigledger_core.modules import enabled_modules
 
