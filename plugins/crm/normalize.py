@@ -107,3 +107,11 @@ def normalize_email(raw: str) -> str:
         raise InvalidValue(f"{raw!r} is not an e-mail address ({exc})") from None
     local, _, domain = result.normalized.rpartition("@")
     return f"{local.lower()}@{domain.lower()}"
+
+
+def address_hash(address: str) -> str:
+    """SHA-256 (hex) of an e-mail address trimmed and in lower case: how the suppression list and consent
+    records find a person, also after their address was erased."""
+    import hashlib
+
+    return hashlib.sha256((address or "").strip().lower().encode("utf-8")).hexdigest()

@@ -216,7 +216,7 @@ def test_leads_are_enrolled_from_the_screens_and_the_enrollments_list_filters_an
 
     # the leads list's action: the ticked leads, then the sequence
     page = text(client.post("/leadview/action_post", data={"csrf_token": token, "action": "enroll_in_sequence",
-                                                           "rowid": [li, wang]}))
+                                                           "rowid": [li, wang]}, follow_redirects=True))
     assert re.search(rf'name="lead_id" value="{li}" checked', page) and "bl-seq-enroll-form" in page
     page = text(client.post("/enrollmentview/add", data={"csrf_token": token, "sequence_id": pk, "enroll": "1",
                                                          "lead_id": [li, wang]}, follow_redirects=True))

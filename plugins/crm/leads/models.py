@@ -274,3 +274,18 @@ class DuplicateCandidate(Model):
     found_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("ab_user.id", ondelete="SET NULL"))
+
+
+class ConsentRecord(Model):
+    """Consent given or withdrawn by a person: what they agreed to (the text shown), when and how."""
+
+    __tablename__ = "crm_consent_record"
+    __table_args__ = (Index("ix_crm_consent_record_address", "address_hash", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("crm_lead.id", ondelete="SET NULL"), index=True)
+    action: Mapped[str] = mapped_column(String(20), nullable=False)  # given, withdrawn
+    source: Mapped[str] = mapped_column(String(100), nullable=False)  # form:<slug>, unsubscribe link, …
+    text: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

@@ -15,7 +15,7 @@ from bigledger_core.db import utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
 
-from ..normalize import search_text
+from ..normalize import address_hash, search_text
 from ..services import (
     CrmValidationError,
     Problem,
@@ -23,7 +23,14 @@ from ..services import (
     clean_email,
     clean_phone,
 )
-from .models import LEAD_SOURCES, LEAD_STATUSES, Lead, LeadFact, ScoringRuleSet
+from .models import (
+    LEAD_SOURCES,
+    LEAD_STATUSES,
+    ConsentRecord,
+    Lead,
+    LeadFact,
+    ScoringRuleSet,
+)
 from .scoring_rules import RuleSet, RuleSetError, explain, parse_rule_set, score_sql
 from .vocabulary import fact_key, lead_vocabulary, record_of
 
@@ -289,9 +296,6 @@ def record_fact(session: Session, lead: Lead, fact: str, *, count: int = 1, sour
 def record_consent(session: Session, lead: Lead, *, given: bool, source: str) -> None:
     """Keep a consent given or withdrawn for `lead`: the text it was given for, when and how (`source`:
     "api", "form:<slug>", …). Given consent also dates the lead's consent."""
-    from ..nurture.models import ConsentRecord
-    from ..nurture.tracking import address_hash
-
     now = utcnow()
     if given:
         lead.consent_at = lead.consent_at or now

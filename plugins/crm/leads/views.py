@@ -132,11 +132,13 @@ class LeadView(ListExportMixin, OwnedRecordsMixin, ModelView):
 
     @action("enroll_in_sequence", _l("Enroll in sequence"), "", "fa-envelope-o", single=False)
     def enroll_in_sequence(self, items):
-        """Choose a nurture sequence for the ticked leads (those the user may see) and enroll them."""
-        from ..nurture.views import enroll_page
-
+        """Choose a nurture sequence for the ticked leads (those the user may see) and enroll them: the
+        enrollment page, with these leads ticked."""
+        if not self.appbuilder.sm.has_access("can_add", "CrmSequenceEnrollment"):
+            flash(gettext("You may not enroll leads in sequences; ask for the Marketing role."), "danger")
+            return redirect(request.referrer or url_for("LeadView.list"))
         items = items if isinstance(items, list) else [items]
-        return enroll_page(self, [lead.id for lead in items if lead is not None])
+        return redirect(url_for("EnrollmentView.add", lead_id=[lead.id for lead in items if lead is not None]))
 
 
 def _visible_lead(pk) -> Lead:

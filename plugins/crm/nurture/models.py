@@ -25,6 +25,8 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from bigledger_core.db import utcnow
 
+from ..leads.models import ConsentRecord  # noqa: F401  (consent is kept with leads; here for nurturing's use)
+
 SEQUENCE_STATUSES = ("draft", "active", "paused", "archived")
 STEP_KINDS = ("email", "task", "wait", "branch", "set_status", "set_owner", "enroll", "end")
 ENROLLMENT_STATUSES = ("active", "paused", "completed", "exited")
@@ -231,18 +233,3 @@ class Suppression(Model):
 
     def __repr__(self) -> str:
         return self.address or self.address_hash[:12]
-
-
-class ConsentRecord(Model):
-    """Consent given or withdrawn by a person: what they agreed to (the text shown), when and how."""
-
-    __tablename__ = "crm_consent_record"
-    __table_args__ = (Index("ix_crm_consent_record_address", "address_hash", "at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    address_hash: Mapped[str | None] = mapped_column(String(64))
-    lead_id: Mapped[int | None] = mapped_column(ForeignKey("crm_lead.id", ondelete="SET NULL"), index=True)
-    action: Mapped[str] = mapped_column(String(20), nullable=False)  # given, withdrawn
-    source: Mapped[str] = mapped_column(String(100), nullable=False)  # form:<slug>, unsubscribe link, …
-    text: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

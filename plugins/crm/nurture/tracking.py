@@ -44,6 +44,7 @@ from bigledger_core.errors import BigLedgerError
 from bigledger_core.models import Message
 
 from ..leads.models import Lead
+from ..normalize import address_hash
 from .models import (
     SUPPRESSION_REASONS,
     ConsentRecord,
@@ -73,12 +74,6 @@ class TrackingError(BigLedgerError):
 def normalized(address: str) -> str:
     """The form an address is compared and hashed in: trimmed, lower case."""
     return (address or "").strip().lower()
-
-
-def address_hash(address: str) -> str:
-    """SHA-256 (hex) of the normalized address: how the suppression list and consent records find a person,
-    also after their address was erased."""
-    return hashlib.sha256(normalized(address).encode("utf-8")).hexdigest()
 
 
 def mask(address: str) -> str:
