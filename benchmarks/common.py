@@ -2,6 +2,10 @@
 app sends, to replay the same work on a raw connection."""
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -98,3 +102,17 @@ def code_version() -> dict:
 
     changed = git("status", "--porcelain", "--", "plugins", "bigledger_core")
     return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines() if changed else []}
+
+
+def write_results(name: str, results: list, **fields) -> Path:
+    """Write `benchmarks/results/<name>.json`: the machine, Python, time and load average after the run,
+    the `results`, and whatever `fields` the benchmark adds (code, loadavg_before, quick, targets…)."""
+    folder = ROOT / "benchmarks" / "results"
+    folder.mkdir(exist_ok=True)
+    out = folder / f"{name}.json"
+    document = {"benchmark": name, "machine": platform.platform(), "python": platform.python_version(),
+                "at": dt.datetime.now(dt.UTC).isoformat(), "cpus": os.cpu_count(), **fields,
+                "loadavg_after": os.getloadavg(), "results": results}
+    out.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    print(f"written {out}")
+    return out

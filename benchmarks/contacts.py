@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
-import json
 import logging
 import math
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -50,9 +48,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from .common import capture, code_version, crm_statements
+from .common import capture, code_version, crm_statements, write_results
 
-RESULTS = Path(__file__).parent / "results"
 PASSWORD = "Bench-pass-1"
 P99_TARGET_MS = 50.0
 RATIO_TARGET = 3.0
@@ -1183,15 +1180,8 @@ def main() -> None:
             for label, lines in result.get("plans", {}).items():
                 print(f"\n== {result['backend']}: {label}")
                 print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "contacts.json"
-    out.write_text(json.dumps({"benchmark": "contacts", "machine": platform.platform(),
-                               "python": platform.python_version(), "at": dt.datetime.now(dt.UTC).isoformat(),
-                               "code": code, "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                               "targets": {"p99_ms": P99_TARGET_MS, "ratio": RATIO_TARGET,
-                                           "ratio_is": "API p50 / raw SQL p50"},
-                               "results": results}, indent=2, ensure_ascii=False))
-    print(f"written {out}")
+    write_results("contacts", results, code=code, loadavg_before=load_before,
+                  targets={"p99_ms": P99_TARGET_MS, "ratio": RATIO_TARGET, "ratio_is": "API p50 / raw SQL p50"})
 
 
 if __name__ == "__main__":

@@ -16,15 +16,14 @@ import argparse
 import csv
 import datetime as dt
 import itertools
-import json
 import os
-import platform
 import random
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from .common import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 FEBRL = Path("/work/shared/data/febrl")
 FEBRL_COPY = ROOT / "tests" / "data" / "febrl"
@@ -351,16 +350,9 @@ def main() -> None:
     last = results[-1]
     print(f"file mode: {last['records_per_s']:,} records/s, {last['pairs_per_s']:,} compared pairs/s; "
           f"reading + normalizing alone {last['limit_read_normalize_s']} s, ratio {last['ratio_vs_limit']}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "dedupe.json"
-    out.write_text(json.dumps({"benchmark": "dedupe", "machine": platform.platform(),
-                               "python": platform.python_version(), "at": dt.datetime.now(dt.UTC).isoformat(),
-                               "cpus": os.cpu_count(), "loadavg_before": load_before,
-                               "loadavg_after": os.getloadavg(),
-                               "targets": {"seconds_100k": 60, "f1_febrl1": 0.97,
-                                           "ratio_is": "file mode seconds / read+normalize seconds"},
-                               "results": results}, indent=2, ensure_ascii=False))
-    print(f"written {out}")
+    write_results("dedupe", results, loadavg_before=load_before,
+                  targets={"seconds_100k": 60, "f1_febrl1": 0.97,
+                           "ratio_is": "file mode seconds / read+normalize seconds"})
 
 
 if __name__ == "__main__":

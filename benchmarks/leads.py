@@ -35,7 +35,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -49,9 +48,8 @@ from pathlib import Path
 
 import psycopg
 
-from .common import code_version, copy_load, scratch_database
+from .common import code_version, copy_load, scratch_database, write_results
 
-RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "tests" / "data" / "scoring_seed.json"
 PASSWORD = "Bench-pass-1"
@@ -403,16 +401,8 @@ def main() -> None:
     _print_table(result)
     if "error" in result:
         print(f"FAILED {result['error']}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "leads.json"
-    out.write_text(json.dumps({"benchmark": "leads", "machine": platform.platform(),
-                               "python": platform.python_version(), "at": dt.datetime.now(dt.UTC).isoformat(),
-                               "code": code, "cpus": os.cpu_count(), "loadavg_before": load_before,
-                               "loadavg_after": os.getloadavg(), "quick": args.quick,
-                               "targets": {"rescore_s": TARGET_RESCORE_S,
-                                           "ratio_is": "measured / physical limit on this machine"},
-                               "results": [result]}, indent=2, ensure_ascii=False, default=str))
-    print(f"written {out}")
+    write_results("leads", [result], code=code, loadavg_before=load_before, quick=args.quick,
+                  targets={"rescore_s": TARGET_RESCORE_S, "ratio_is": "measured / physical limit on this machine"})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import tempfile
 import time
@@ -33,9 +32,8 @@ from pathlib import Path
 
 import psycopg
 
-from .common import code_version, copy_load, scratch_database
+from .common import code_version, copy_load, scratch_database, write_results
 
-RESULTS = Path(__file__).parent / "results"
 TARGET_S = 60.0
 NOW = dt.datetime(2027, 3, 2, 3, 0, tzinfo=dt.UTC)  # a Tuesday, 11:00 in Shanghai
 FAMILY = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
@@ -210,15 +208,8 @@ def main() -> None:
     _print_table(result)
     if "error" in result:
         print(f"FAILED {result['error']}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "nurture.json"
-    out.write_text(json.dumps({"benchmark": "nurture", "machine": platform.platform(),
-                               "python": platform.python_version(), "at": dt.datetime.now(dt.UTC).isoformat(),
-                               "code": code, "cpus": os.cpu_count(), "loadavg_before": load_before,
-                               "loadavg_after": os.getloadavg(), "quick": args.quick,
-                               "targets": {"run_s": TARGET_S, "ratio_is": "run_due / bare INSERT of the same rows"},
-                               "results": [result]}, indent=2, ensure_ascii=False, default=str))
-    print(f"written {out}")
+    write_results("nurture", [result], code=code, loadavg_before=load_before, quick=args.quick,
+                  targets={"run_s": TARGET_S, "ratio_is": "run_due / bare INSERT of the same rows"})
 
 
 if __name__ == "__main__":

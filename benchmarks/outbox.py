@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import importlib
 import json
-import platform
 import tempfile
 import time
 import uuid
@@ -23,7 +22,8 @@ from sqlalchemy.engine import make_url
 
 from bigledger_core import hookimpl
 
-RESULTS = Path(__file__).parent / "results"
+from .common import write_results
+
 DELIVERED = []
 
 
@@ -168,11 +168,7 @@ def main() -> None:
     print(" | ".join(f"{h:>13}" for h in header))
     for row in results:
         print(" | ".join(f"{row[k]!s:>13}" for k in keys))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "outbox.json"
-    out.write_text(json.dumps({"benchmark": "outbox", "machine": platform.platform(), "python": platform.python_version(),
-                               "at": dt.datetime.now(dt.UTC).isoformat(), "results": results}, indent=2))
-    print(f"written {out}")
+    write_results("outbox", results)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import os
-import platform
 import random
 import statistics
 import tempfile
@@ -46,9 +44,15 @@ from pathlib import Path
 
 import psycopg
 
-from .common import capture, code_version, copy_load, crm_statements, scratch_database
+from .common import (
+    capture,
+    code_version,
+    copy_load,
+    crm_statements,
+    scratch_database,
+    write_results,
+)
 
-RESULTS = Path(__file__).parent / "results"
 SEED = Path(__file__).parent.parent / "tests" / "data" / "pipeline_seed.yaml"
 PASSWORD = "Bench-pass-1"
 LIVE_REQUESTS = 10  # calls timed on the deals themselves, for context
@@ -408,16 +412,9 @@ def main() -> None:
         for row in result.get("rows", []):
             print(f"\n== {row['operation']} ({row['user']})")
             print("\n".join(row["plan"]))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "pipeline.json"
-    out.write_text(json.dumps({"benchmark": "pipeline", "machine": platform.platform(),
-                               "python": platform.python_version(), "at": dt.datetime.now(dt.UTC).isoformat(),
-                               "code": code, "cpus": os.cpu_count(), "loadavg_before": load_before,
-                               "loadavg_after": os.getloadavg(),
-                               "targets": {"p99_ms": TARGETS_MS, "ratio_is": "p50 / raw SQL p50",
-                                           "live_is": "the same call answered from the deals, not the summary"},
-                               "results": [result]}, indent=2, ensure_ascii=False, default=str))
-    print(f"written {out}")
+    write_results("pipeline", [result], code=code, loadavg_before=load_before,
+                  targets={"p99_ms": TARGETS_MS, "ratio_is": "p50 / raw SQL p50",
+                           "live_is": "the same call answered from the deals, not the summary"})
 
 
 if __name__ == "__main__":

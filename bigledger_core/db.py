@@ -6,6 +6,8 @@ import datetime as dt
 from flask_appbuilder.models.sqla.base import SQLA
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import sqltypes
 
 db = SQLA()
 
@@ -22,3 +24,45 @@ def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
 def utcnow() -> dt.datetime:
     """Timezone-aware now in UTC: every timestamp is stored in UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+def insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str] | None = None,
+                 returning: tuple[str, ...] = ()) -> list[tuple]:
+    """INSERT `rows` (dicts with the same keys) in the session's transaction, skipping those whose
+    `conflict` key exists; returns the `returning` columns of the rows inserted.
+
+    On PostgreSQL the rows go through psycopg's pipelined executemany — one round trip per batch, the same
+    way as a bare INSERT — instead of one multi-row statement whose thousands of placeholders the driver
+    would parse on every call. Elsewhere it is SQLAlchemy's bulk INSERT."""
+    if not rows:
+        return []
+    table = getattr(table, "__table__", table)
+    columns = list(rows[0])
+    if session.get_bind().dialect.name != "postgresql":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+
+        statement = dialect_insert(table)
+        if conflict:
+            statement = statement.on_conflict_do_nothing(index_elements=conflict)
+        if returning:
+            return [tuple(row) for row in session.execute(
+                statement.returning(*(table.c[name] for name in returning)), rows)]
+        session.execute(statement, rows)
+        return []
+    from psycopg.types.json import Json
+
+    json_columns = {c.name for c in table.columns if isinstance(c.type, sqltypes.JSON)}
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+           + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
+           + (f" RETURNING {', '.join(returning)}" if returning else ""))
+    values = [tuple(Json(row[c]) if c in json_columns and row[c] is not None else row[c] for c in columns)
+              for row in rows]
+    out: list[tuple] = []
+    with session.connection().connection.driver_connection.cursor() as cursor:
+        cursor.executemany(sql, values, returning=bool(returning))
+        if returning:
+            while True:
+                out.extend(tuple(row) for row in cursor.fetchall())
+                if not cursor.nextset():
+                    break
+    return out

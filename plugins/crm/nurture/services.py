@@ -48,7 +48,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import current_app
 from flask_babel import gettext
 from sqlalchemy import (
-    JSON,
     and_,
     bindparam,
     case,
@@ -61,7 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import utcnow
+from bigledger_core.db import insert_rows, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.models import Message
 
@@ -359,8 +358,9 @@ def exit_for_address(session: Session, address: str, reason: str) -> int:
 
 def _enroll_automatically(session: Session, now: dt.datetime) -> int:
     """Enroll, once per lead and sequence, the leads that match an active sequence's rule or came from its
-    web form since it started. Set-based: one INSERT … SELECT per sequence."""
+    web form since it started: one query for the matching leads per sequence, then `enroll`."""
     total = 0
+    vocabulary = nurture_vocabulary(session)
     for sequence in session.scalars(select(Sequence).where(
             Sequence.status == "active", or_(Sequence.enroll_rule.is_not(None), Sequence.enroll_form_id.is_not(None)))):
         where = [Lead.email.is_not(None), Lead.status.not_in(("converted", "disqualified")),
@@ -370,8 +370,7 @@ def _enroll_automatically(session: Session, now: dt.datetime) -> int:
         matches = []
         if sequence.enroll_rule:
             try:
-                matches.append(to_sql(parse(sequence.enroll_rule, nurture_vocabulary(session)),
-                                      nurture_vocabulary(session)))
+                matches.append(to_sql(parse(sequence.enroll_rule, vocabulary), vocabulary))
             except RuleError as exc:  # a custom field was removed since the rule was written
                 log.warning("sequence %s: enrollment rule no longer valid: %s", sequence.id, exc)
         if sequence.enroll_form_id:
@@ -489,46 +488,12 @@ class _Due:
     step: SequenceStep | None
 
 
-def _insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str] | None = None,
-                 returning: tuple[str, ...] = ()) -> list[tuple]:
-    """INSERT `rows` (dicts with the same keys) in the session's transaction, skipping those whose
-    `conflict` key exists; returns the `returning` columns of the rows inserted.
-
-    On PostgreSQL the rows go through psycopg's pipelined executemany — one round trip per batch, the same
-    way as a bare INSERT — instead of one multi-row statement whose thousands of placeholders the driver
-    would parse on every call. Elsewhere it is SQLAlchemy's bulk INSERT."""
-    if not rows:
-        return []
-    table = getattr(table, "__table__", table)
-    columns = list(rows[0])
-    if session.get_bind().dialect.name != "postgresql":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-
-        statement = dialect_insert(table)
-        if conflict:
-            statement = statement.on_conflict_do_nothing(index_elements=conflict)
-        if returning:
-            return [tuple(row) for row in session.execute(
-                statement.returning(*(table.c[name] for name in returning)), rows)]
-        session.execute(statement, rows)
-        return []
-    from psycopg.types.json import Json
-
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-           + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
-           + (f" RETURNING {', '.join(returning)}" if returning else ""))
-    values = [tuple(Json(row[c]) if c in json_columns and row[c] is not None else row[c] for c in columns)
-              for row in rows]
-    out: list[tuple] = []
-    with session.connection().connection.driver_connection.cursor() as cursor:
-        cursor.executemany(sql, values, returning=bool(returning))
-        if returning:
-            while True:
-                out.extend(tuple(row) for row in cursor.fetchall())
-                if not cursor.nextset():
-                    break
-    return out
+def _move(item: _Due, step_id: int | None, at: dt.datetime | None, *, status: str = "active",
+          finished: dt.datetime | None = None, reason: str | None = None, chain: bool = False) -> dict:
+    """Where an enrollment goes after a step: the row of the batch's UPDATE. `chain`: the next step may run
+    in the same batch."""
+    return {"e_id": item.id, "to_step": step_id, "at": at, "to_status": status, "finished": finished,
+            "reason": reason, "chain": chain}
 
 
 class _Run:
@@ -575,22 +540,17 @@ class _Run:
         return self.calendar.quiet
 
     # the run
-    def claim(self, limit: int) -> list[_Due]:
-        rows = self.session.execute(
-            select(Enrollment.id, Enrollment.sequence_id, Enrollment.lead_id, Enrollment.step_id)
-            .join(Sequence, Sequence.id == Enrollment.sequence_id)
-            .where(Enrollment.status == "active", Enrollment.next_run_at <= self.now, Sequence.status == "active")
-            .order_by(Enrollment.next_run_at, Enrollment.id).limit(limit)
-            .with_for_update(of=Enrollment, skip_locked=True)).all()
+    def claim(self, limit: int, enrollment_id: int | None = None) -> list[_Due]:
+        """Lock up to `limit` due enrollments of running sequences (or the one `enrollment_id`), skipping
+        those another run holds."""
+        query = (select(Enrollment.id, Enrollment.sequence_id, Enrollment.lead_id, Enrollment.step_id)
+                 .join(Sequence, Sequence.id == Enrollment.sequence_id)
+                 .where(Enrollment.status == "active", Enrollment.next_run_at <= self.now, Sequence.status == "active"))
+        if enrollment_id is not None:
+            query = query.where(Enrollment.id == enrollment_id)
+        rows = self.session.execute(query.order_by(Enrollment.next_run_at, Enrollment.id).limit(limit)
+                                    .with_for_update(of=Enrollment, skip_locked=True)).all()
         return [_Due(r.id, r.sequence_id, r.lead_id, self.effective(r.sequence_id, r.step_id)) for r in rows]
-
-    def claim_one(self, enrollment_id: int) -> _Due | None:
-        row = self.session.execute(
-            select(Enrollment.id, Enrollment.sequence_id, Enrollment.lead_id, Enrollment.step_id)
-            .where(Enrollment.id == enrollment_id, Enrollment.status == "active", Enrollment.next_run_at <= self.now)
-            .with_for_update(skip_locked=True)).first()
-        return None if row is None else _Due(row.id, row.sequence_id, row.lead_id,
-                                             self.effective(row.sequence_id, row.step_id))
 
     def batch(self, due: list[_Due]) -> None:
         """Run the due steps of `due`; an enrollment whose next step is due at once (an e-mail after a
@@ -604,8 +564,7 @@ class _Run:
                 final[move["e_id"]] = move
             pending = []
             for move in final.values():
-                if (move.get("chain") and move["to_status"] == "active" and move["to_step"] is not None
-                        and move["at"] <= self.now):
+                if move["chain"] and move["at"] <= self.now:
                     item = by_id[move["e_id"]]
                     pending.append(_Due(item.id, item.sequence_id, item.lead_id,
                                         self.effective(item.sequence_id, move["to_step"])))
@@ -641,18 +600,16 @@ class _Run:
         target = goto if goto is not None else self.next_after(step)
         if target is None:
             return self.finish(item)
-        return {"e_id": item.id, "to_step": target.id, "at": at or self.now, "to_status": "active",
-                "finished": None, "reason": None, "chain": True}
+        return _move(item, target.id, at or self.now, chain=True)
 
     def stay(self, item: _Due, at: dt.datetime) -> dict:
         """The enrollment keeps its step, due again at `at` (quiet hours)."""
-        return {"e_id": item.id, "to_step": item.step.id, "at": at, "to_status": "active", "finished": None,
-                "reason": None}
+        return _move(item, item.step.id, at)
 
     def finish(self, item: _Due, reason: str | None = None) -> dict:
         self.counts["completed" if reason is None else f"exited_{reason}"] += 1
-        return {"e_id": item.id, "to_step": None, "at": None,
-                "to_status": "completed" if reason is None else "exited", "finished": self.now, "reason": reason}
+        return _move(item, None, None, status="completed" if reason is None else "exited", finished=self.now,
+                     reason=reason)
 
     def record(self, step: SequenceStep, items: Seq[_Due], outcome, detail=None, links=None,
                messages=None) -> set[int]:
@@ -664,7 +621,7 @@ class _Run:
                  "detail": detail(item) if callable(detail) else detail,
                  "links": (links or {}).get(item.id), "ran_at": self.now, "opens": 0, "clicks": 0}
                 for item in items]
-        fresh = {row[0] for row in _insert_rows(self.session, EnrollmentStep, rows,
+        fresh = {row[0] for row in insert_rows(self.session, EnrollmentStep, rows,
                                                 conflict=["enrollment_id", "step_id"], returning=("enrollment_id",))}
         self.counts["repeat_skipped"] += len(items) - len(fresh)
         return fresh
@@ -684,8 +641,7 @@ class _Run:
                 zone = zones.get(item.lead_id) or ZoneInfo("UTC")
                 at = self.calendar.add_days(self.now, step.days or 1, step.business_days, zone)
                 if self.next_after(step) is None:  # a wait at the end keeps the enrollment (and its exits) open
-                    moved[item.id] = {"e_id": item.id, "to_step": None, "at": at, "to_status": "active",
-                                      "finished": None, "reason": None}
+                    moved[item.id] = _move(item, None, at)
                 else:
                     moved[item.id] = self.move(item, step, at=at)
         self.counts["waited"] += len(fresh)
@@ -873,7 +829,7 @@ class _Run:
 
     def queue(self, messages: list[dict]) -> dict[str, int]:
         """Insert the messages (skipping an idempotency key already queued); their ids by idempotency key."""
-        return {key: message_id for message_id, key in _insert_rows(
+        return {key: message_id for message_id, key in insert_rows(
             self.session, Message, messages, conflict=["idempotency_key"], returning=("id", "idempotency_key"))}
 
     def housekeeping(self) -> None:
@@ -941,9 +897,9 @@ def _run_one_by_one(run: _Run, due: list[_Due]) -> None:
     session = run.session
     for item in due:
         try:
-            fresh = run.claim_one(item.id)
-            if fresh is not None:
-                run.batch([fresh])
+            fresh = run.claim(1, item.id)
+            if fresh:
+                run.batch(fresh)
             session.commit()
         except Exception as exc:  # recorded on the enrollment, retried an hour later
             session.rollback()

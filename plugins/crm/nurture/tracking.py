@@ -35,11 +35,10 @@ from flask_babel import force_locale, gettext
 from itsdangerous import BadData, Signer, TimestampSigner
 from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 from markupsafe import escape
-from sqlalchemy import case, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import utcnow
+from bigledger_core.db import insert_rows, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.models import Message
 
@@ -283,22 +282,7 @@ def suppressed(session: Session, addresses: Iterable[str]) -> set[str]:
 
 def _insert_suppression(session: Session, values: dict) -> bool:
     """Insert the row unless its hash is there already (also when two requests race). True when inserted."""
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        statement = dialect_insert(Suppression).values(**values).on_conflict_do_nothing(
-            index_elements=["address_hash"])
-        # a row comes back only when it was inserted (rowcount is not reliable here across drivers)
-        return session.execute(statement.returning(Suppression.id)).first() is not None
-    try:
-        with session.begin_nested():
-            session.execute(insert(Suppression).values(**values))
-        return True
-    except IntegrityError:
-        return False
+    return bool(insert_rows(session, Suppression, [values], conflict=["address_hash"], returning=("id",)))
 
 
 def suppress_once(session: Session, address: str, *, reason: str, source: str, lead_id: int | None = None,
