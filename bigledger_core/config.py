@@ -64,7 +64,7 @@ SETTINGS: list[Setting] = [
             ["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "txt", "csv", "rtf", "png", "jpg",
              "jpeg", "gif", "webp", "zip", "eml", "msg"],
             "Comma-separated file extensions documents may have.", _list),
-    Setting("BIGLEDGER_LIST_COUNT_CAP", 10000,
+    Setting("BIGLEDGER_LIST_COUNT_CAP", 1000,
             "Lists and the REST API count matching records up to this many; past it they show \"more than\" the "
             "cap (the API answers `count_capped: true`). `0` counts every row.", int),
     Setting("BIGLEDGER_SEARCH_TIMEOUT", 2.0,

@@ -66,3 +66,16 @@ def insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str
                 if not cursor.nextset():
                     break
     return out
+
+
+def in_ids(session: Session, column, ids):
+    """`column IN ids`. On PostgreSQL one array parameter (`column = ANY(%s)`): the statement's text stays
+    the same whatever the number of ids, so neither SQLAlchemy nor the driver expands and parses hundreds of
+    placeholders, and the server can keep its plan. Elsewhere a plain IN."""
+    ids = list(ids)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, ids, type_=ARRAY(column.type)))
+    return column.in_(ids)

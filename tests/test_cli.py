@@ -100,7 +100,7 @@ def test_modules_from_the_command_line(upgraded):
 def test_downgrade_a_module_branch(upgraded):
     bigledger("db", "downgrade", "sample@base", env=upgraded)
     current = bigledger("db", "current", env=upgraded).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0006"],
+    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0007"],
                                                                        ["sample", "-"]]
 
 

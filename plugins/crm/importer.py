@@ -48,7 +48,7 @@ from .models import (
     Tag,
     contact_tag,
 )
-from .normalize import normalize_name, search_text
+from .normalize import name_keys, normalize_name, search_text
 from .services import (
     CrmValidationError,
     clean_custom,
@@ -521,7 +521,8 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
     rows = []
     for contact in contacts:
         complete_contact_name(contact)
-        rows.append({"full_name": contact.full_name, "family_name": contact.family_name,
+        pinyin, initials = name_keys(contact.full_name)
+        rows.append({"pinyin": pinyin, "initials": initials, "full_name": contact.full_name, "family_name": contact.family_name,
                      "given_name": contact.given_name, "name_en": contact.name_en, "title": contact.title,
                      "external_id": contact.external_id, "owner_id": contact.owner_id, "custom": contact.custom,
                      "search_text": search_text(contact.full_name, contact.name_en), "created_at": now,

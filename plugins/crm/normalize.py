@@ -43,6 +43,13 @@ def pinyin_forms(value: str | None) -> list[str]:
     return ["".join(spoken), " ".join(spoken), "".join(initials)]
 
 
+def name_keys(value: str | None) -> tuple[str | None, str | None]:
+    """A Chinese name's pinyin and initials as typed into the search box (`张伟` → "zhangwei", "zw"), which
+    search matches exactly before anything else; (None, None) for a name without Chinese characters."""
+    forms = pinyin_forms(value)
+    return (forms[0], forms[2]) if forms else (None, None)
+
+
 def search_text(*names: str | None) -> str:
     """What the search box matches for a record with these names: each name normalized, with pinyin."""
     parts: list[str] = []

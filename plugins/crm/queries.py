@@ -7,10 +7,11 @@ from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import func, literal_column, or_, select, union
+from sqlalchemy import func, literal, literal_column, or_, select, union, union_all
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+from bigledger_core.db import in_ids
 from bigledger_core.security import visibility_clause
 
 from .leads.queries import customer_leads
@@ -27,7 +28,7 @@ from .models import (
 )
 from .normalize import normalize_name, phone_query
 from .pipeline.queries import customer_deals, open_value_by_company, roll_up
-from .services import ancestors, custom_fields, descendants, phone_region
+from .services import custom_fields, descendants, phone_region
 
 KINDS = {"company": Company, "contact": Contact}
 
@@ -48,7 +49,8 @@ _SIMPLE = literal_column("'simple'::regconfig")  # a constant, so the full-text 
 
 def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
     """Companies and contacts matching `q` by name, pinyin, e-mail, phone (any format) or company name:
-    companies first, then contacts, each shortest name first. On PostgreSQL an input shorter than 3
+    companies first, then contacts; of each, the exact matches of the whole name (and a person's pinyin or
+    initials) first, then the others, each shortest name first. On PostgreSQL an input shorter than 3
     characters matches the start of a word (a name, its pinyin or initials); longer input anywhere.
     Raises SearchTimeout when a statement runs past `BIGLEDGER_SEARCH_TIMEOUT` seconds (PostgreSQL)."""
     text = normalize_name(q)
@@ -68,6 +70,27 @@ def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
         raise SearchTimeout(str(exc.orig)) from None
 
 
+def _exact(model, text: str, word: str) -> list:
+    """Matches that come first: the whole name, and a person's pinyin or initials (`张伟`, `zhangwei`, `zw`)."""
+    if model is Company:
+        return [func.lower(Company.name) == text]
+    return [func.lower(Contact.full_name) == text] + ([Contact.pinyin == word, Contact.initials == word]
+                                                      if word.isascii() and word else [])
+
+
+def _first(session: Session, model, matches: list, visible: list, limit: int, skip: list[int]) -> list:
+    """Up to `limit` (id, name) visible records of any of `matches`, shortest name first: each way of matching
+    keeps its own first `limit` (its index does the work), then the union of those few rows is ordered once."""
+    name = model.full_name if model is Contact else model.name
+    order = (func.length(name), name, model.id)
+    where = [*visible] + ([~in_ids(session, model.id, skip)] if skip else [])
+    branches = [select(model.id.label("id"), name.label("name")).where(match, *where).order_by(*order)
+                .limit(limit).subquery() for match in matches]
+    hits = union(*[select(b.c.id, b.c.name) for b in branches]).subquery("hits")
+    return session.execute(select(hits.c.id, hits.c.name)
+                           .order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)).all()
+
+
 def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]:
     clean = text.replace("%", "").replace("_", "")
     like = f"%{clean}%"
@@ -77,8 +100,9 @@ def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]
     results: list[dict] = []
     company_ids: list[int] = []
     for kind, model in KINDS.items():  # companies first: their contacts are found through them
-        name = model.full_name if model is Contact else model.name
         visible = _visible(model, user, session)
+        # exact matches first; the rest (part of a name, e-mail, phone, company) only while there is room
+        rows = _first(session, model, _exact(model, text, word), visible, limit, [])
         matches = []
         if not short:
             owner = Email.contact_id if model is Contact else Email.company_id
@@ -91,17 +115,9 @@ def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]
             matches.append(model.id.in_(select(owner).where(Phone.e164 == e164)))
         if model is Contact and company_ids:
             matches.append(Contact.id.in_(select(ContactCompany.contact_id)
-                                          .where(ContactCompany.company_id.in_(company_ids))))
-        if not matches:
-            continue
-        # each way of matching filters and keeps its own first `limit` (its index does the work), then the
-        # union of those few rows is ordered once
-        order = (func.length(name), name, model.id)
-        branches = [select(model.id.label("id"), name.label("name")).where(match, *visible).order_by(*order)
-                    .limit(limit).subquery() for match in matches]
-        hits = union(*[select(b.c.id, b.c.name) for b in branches]).subquery("hits")
-        rows = session.execute(select(hits.c.id, hits.c.name)
-                               .order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)).all()
+                                          .where(in_ids(session, ContactCompany.company_id, company_ids))))
+        if matches and len(rows) < limit:
+            rows += _first(session, model, matches, visible, limit - len(rows), [row.id for row in rows])
         if model is Company:
             company_ids = [row.id for row in rows]
         results += [{"kind": kind, "id": row.id, "name": row.name} for row in rows]
@@ -114,31 +130,33 @@ def likely_duplicates(session: Session, kind: str, *, emails=(), phones=(), name
     model = KINDS[kind]
     owner_email = Email.contact_id if model is Contact else Email.company_id
     owner_phone = Phone.contact_id if model is Contact else Phone.company_id
-    found: dict[int, set[str]] = {}
-
-    def add(ids, reason):
-        for record_id in ids:
-            if record_id != exclude_id:
-                found.setdefault(record_id, set()).add(reason)
-
+    ways = []  # (id, reason) of each way of matching, read together with the records' names in one statement
     if emails:
-        add(session.scalars(select(owner_email).where(Email.address.in_(list(emails)), owner_email.is_not(None))),
-            "email")
+        ways.append(select(owner_email.label("id"), literal("email").label("reason"))
+                    .where(in_ids(session, Email.address, emails), owner_email.is_not(None)))
     if phones:
-        add(session.scalars(select(owner_phone).where(Phone.e164.in_(list(phones)), owner_phone.is_not(None))),
-            "phone")
+        ways.append(select(owner_phone.label("id"), literal("phone").label("reason"))
+                    .where(in_ids(session, Phone.e164, phones), owner_phone.is_not(None)))
     if name:
         key = normalize_name(name)
         if model is Company:
-            add(session.scalars(select(Company.id).where(func.lower(Company.name) == key)), "name")
+            ways.append(select(Company.id.label("id"), literal("name").label("reason"))
+                        .where(func.lower(Company.name) == key))
         elif company_ids:
-            add(session.scalars(select(Contact.id).join(ContactCompany).where(
-                ContactCompany.company_id.in_(list(company_ids)), func.lower(Contact.full_name) == key)), "name")
-    if not found:
+            ways.append(select(Contact.id.label("id"), literal("name").label("reason")).join(ContactCompany).where(
+                in_ids(session, ContactCompany.company_id, company_ids), func.lower(Contact.full_name) == key))
+    if not ways:
         return []
+    hits = (union_all(*ways) if len(ways) > 1 else ways[0]).subquery("hits")
     name_col = model.full_name if model is Contact else model.name
-    rows = session.execute(select(model.id, name_col).where(model.id.in_(list(found)), *_visible(model, user, session)))
-    return [{"kind": kind, "id": row[0], "name": row[1], "reasons": sorted(found[row[0]])} for row in rows]
+    found: dict[int, dict] = {}
+    for record_id, record_name, reason in session.execute(
+            select(model.id, name_col, hits.c.reason).join(hits, hits.c.id == model.id)
+            .where(*([model.id != exclude_id] if exclude_id is not None else []), *_visible(model, user, session))
+            .order_by(model.id)):
+        found.setdefault(record_id, {"kind": kind, "id": record_id, "name": record_name, "reasons": set()}
+                         )["reasons"].add(reason)
+    return [{**row, "reasons": sorted(row["reasons"])} for row in found.values()]
 
 
 # -- timeline ------------------------------------------------------------------------------------------
@@ -155,10 +173,26 @@ class CustomerRef:
     contact_ids: tuple[int, ...]
 
 
-def _activity_scope(customer: CustomerRef):
-    if customer.kind == "company":
-        return or_(Activity.company_id.in_(customer.company_ids), Activity.contact_id.in_(customer.contact_ids))
-    return Activity.contact_id == customer.id
+def _activities(session: Session, customer: CustomerRef, kinds: list[str] | None = None):
+    """The customer's activities as (id, occurred_at, kind). A company's are those on it or its subsidiaries
+    plus those on its people that are not already among them: two disjoint ranges of the two covering indexes,
+    counted and sorted without reading the table."""
+    columns = (Activity.id.label("id"), Activity.occurred_at.label("occurred_at"), Activity.kind.label("kind"))
+    only = [Activity.kind.in_(kinds)] if kinds else []
+    if customer.kind != "company":
+        return select(*columns).where(Activity.contact_id == customer.id, *only).subquery("hits")
+    on_companies = in_ids(session, Activity.company_id, customer.company_ids)
+    return union_all(
+        select(*columns).where(on_companies, *only),
+        select(*columns).where(in_ids(session, Activity.contact_id, customer.contact_ids),
+                               or_(Activity.company_id.is_(None), ~on_companies), *only),
+    ).subquery("hits")
+
+
+def activity_counts(session: Session, customer: CustomerRef) -> dict[str, int]:
+    """How many activities of each kind the customer has."""
+    hits = _activities(session, customer)
+    return {kind: n for kind, n in session.execute(select(hits.c.kind, func.count()).group_by(hits.c.kind))}
 
 
 def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page: int = 25,
@@ -166,19 +200,22 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
     """Activities (and entries other modules contribute) newest first, one page. `counts`: the customer's
     activities by kind when the caller has them (the total is then not counted again)."""
     page, per_page = max(page, 1), min(max(per_page, 1), 100)
-    query = select(Activity).where(_activity_scope(customer))
-    if kinds:
-        query = query.where(Activity.kind.in_(kinds))
+    hits = _activities(session, customer, kinds)
     if counts is not None:
         total = sum(n for kind, n in counts.items() if not kinds or kind in kinds)
     else:
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        total = session.scalar(select(func.count()).select_from(hits))
     window = page * per_page
-    activities = session.scalars(query.order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(window)
-                                 .options(selectinload(Activity.user))).all()
+    newest = select(hits.c.id, hits.c.occurred_at).order_by(hits.c.occurred_at.desc(), hits.c.id.desc()) \
+        .limit(window).subquery("newest")
+    activities = session.execute(
+        select(Activity.id, Activity.kind, Activity.occurred_at, Activity.subject, Activity.outcome,
+               Activity.duration_minutes, User.username)
+        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
+        .order_by(newest.c.occurred_at.desc(), newest.c.id.desc()))
     entries = [{"source": "crm", "kind": a.kind, "id": a.id, "at": a.occurred_at.isoformat(), "title": a.subject,
-                "detail": a.outcome or "", "duration_minutes": a.duration_minutes,
-                "user": a.user.username if a.user else None} for a in activities]
+                "detail": a.outcome or "", "duration_minutes": a.duration_minutes, "user": a.username}
+               for a in activities]
     host = current_app.extensions["bigledger"]
     from bigledger_core.modules import enabled_modules
 
@@ -206,6 +243,31 @@ def customer_ref(session: Session, kind: str, record, below: list[tuple[int, int
         return CustomerRef("company", record.id, record.name, company_ids, contact_ids)
     company_ids = tuple(session.scalars(select(ContactCompany.company_id).where(ContactCompany.contact_id == record.id)))
     return CustomerRef("contact", record.id, record.full_name, company_ids, (record.id,))
+
+
+MAX_TREE_DEPTH = 1000
+
+
+def _tree(session: Session, company_id: int) -> tuple[list[int], list[tuple[int, int, int]], dict[int, str]]:
+    """The company's ancestors (parent first), everything below it as `descendants` gives it, and the names of
+    all of them, in one statement of two recursive queries (the upward one stops at a cycle)."""
+    columns = (Company.id, Company.parent_id, Company.name)
+    up = select(*columns).where(Company.id == company_id).cte("up", recursive=True)
+    up = up.union(select(*columns).join(up, Company.id == up.c.parent_id))
+    down = select(*columns, literal(1).label("depth")).where(Company.parent_id == company_id) \
+        .cte("down", recursive=True)
+    down = down.union(select(*columns, (down.c.depth + 1).label("depth")).join(down, Company.parent_id == down.c.id)
+                      .where(down.c.depth < MAX_TREE_DEPTH))  # a cycle written past the checks still ends
+    rows = session.execute(union_all(select(up.c.id, up.c.parent_id, up.c.name, literal(0).label("depth")),
+                                     select(down.c.id, down.c.parent_id, down.c.name, down.c.depth))).all()
+    names = {row.id: row.name for row in rows}
+    parents = {row.id: row.parent_id for row in rows if row.depth == 0}
+    chain, current = [], parents.get(company_id)
+    while current is not None and current in parents and current not in chain and current != company_id:
+        chain.append(current)
+        current = parents[current]
+    below = sorted(((row.id, row.depth, row.parent_id) for row in rows if row.depth > 0), key=lambda r: (r[1], r[0]))
+    return chain, below, names
 
 
 def _details(session: Session, kind: str, record_id: int) -> dict[str, list[dict]]:
@@ -241,11 +303,15 @@ def _money(values: dict) -> dict[str, str]:
     return {currency: str(amount) for currency, amount in sorted(values.items())}
 
 
+PEOPLE_PER_PAGE = 50
+
+
 def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
-                 kinds: list[str] | None = None) -> dict[str, Any]:
+                 kinds: list[str] | None = None, people_page: int = 1) -> dict[str, Any]:
     """Everything about one customer in a handful of queries: profile, hierarchy (with open deal value rolled
-    up), people, deals, leads, activities, documents, and the panels of other modules."""
-    below = descendants(session, record.id) if kind == "company" else None
+    up), people (`PEOPLE_PER_PAGE` at a time), deals, leads, activities, documents, and the panels of other
+    modules."""
+    chain, below, names = _tree(session, record.id) if kind == "company" else ([], None, {})
     ref = customer_ref(session, kind, record, below)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
     if kind == "company":
@@ -254,10 +320,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                            "website": record.website, "status": record.status,
                            "owner": record.owner.username if record.owner else None,
                            "team": record.team.name if record.team else None}
-        chain = ancestors(session, record.id)
-        names = _pairs(session, select(Company.id, Company.name).where(Company.id.in_(chain + list(ref.company_ids))))
         counts = _pairs(session, select(ContactCompany.company_id, func.count()).where(
-            ContactCompany.company_id.in_(ref.company_ids)).group_by(ContactCompany.company_id))
+            in_ids(session, ContactCompany.company_id, ref.company_ids)).group_by(ContactCompany.company_id))
         own = open_value_by_company(session, ref.company_ids, user)
         rolled = roll_up(below, record.id, own)
         data["hierarchy"] = {
@@ -274,9 +338,12 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
             .join(ContactCompany, ContactCompany.contact_id == Contact.id)
             .outerjoin(ContactRole, ContactRole.id == ContactCompany.role_id)
             .where(ContactCompany.company_id == record.id, Contact.merged_into_id.is_(None))
-            .order_by(ContactCompany.is_primary.desc(), Contact.full_name))
+            .order_by(ContactCompany.is_primary.desc(), Contact.full_name, Contact.id)
+            .limit(PEOPLE_PER_PAGE).offset((max(people_page, 1) - 1) * PEOPLE_PER_PAGE))
         data["people"] = [{"id": r[0], "name": r[1], "title": r[2], "role": r[3], "role_en": r[4],
                            "primary": r[5]} for r in people]
+        data["people_pages"] = {"page": max(people_page, 1), "per_page": PEOPLE_PER_PAGE,
+                                "total": counts.get(record.id, 0)}
     else:
         data["profile"] = {"full_name": record.full_name, "family_name": record.family_name,
                            "given_name": record.given_name, "name_en": record.name_en, "title": record.title,
@@ -308,14 +375,15 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
         select(AuditEntry.action, AuditEntry.changes, AuditEntry.at, AuditEntry.user_id)
         .where(AuditEntry.entity == record.__tablename__, AuditEntry.record_id == record.id)
         .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(20)).all()
-    users = _pairs(session, select(User.id, User.username).where(User.id.in_({e.user_id for e in entries})))
+    user_ids = {e.user_id for e in entries if e.user_id is not None}
+    users = _pairs(session, select(User.id, User.username).where(in_ids(session, User.id, user_ids))) \
+        if user_ids else {}
     data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": users.get(e.user_id),
                         "changes": e.changes} for e in entries]
     data["deals"] = customer_deals(session, ref, user)
     data["leads"] = customer_leads(session, ref, user, emails=[e["address"] for e in data["emails"]],
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
-    data["activity_counts"] = _pairs(session, select(Activity.kind, func.count()).where(
-        _activity_scope(ref)).group_by(Activity.kind))
+    data["activity_counts"] = activity_counts(session, ref)
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None, counts=data["activity_counts"])
     host = current_app.extensions["bigledger"]
     from bigledger_core.modules import enabled_modules

@@ -17,6 +17,7 @@ from .models import FIELD_TYPES, Address, Company, Contact, CustomField, Email, 
 from .normalize import (
     InvalidValue,
     display_name,
+    name_keys,
     normalize_email,
     parse_phone,
     search_text,
@@ -61,6 +62,7 @@ def _refresh(obj) -> None:
     if isinstance(obj, Contact):
         complete_contact_name(obj)
         obj.search_text = search_text(obj.full_name, obj.name_en)
+        obj.pinyin, obj.initials = name_keys(obj.full_name)
     elif isinstance(obj, Company):
         obj.search_text = search_text(obj.name, obj.name_en, obj.legal_name)
     elif isinstance(obj, Phone) and obj.raw and (obj.e164 is None or _changed(obj, "raw")):

@@ -19,6 +19,7 @@ from flask_appbuilder.fieldwidgets import Select2Widget
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import BadRequest, NotFound
 from wtforms import BooleanField, SelectField
 from wtforms.validators import Optional
@@ -363,7 +364,7 @@ class CustomerView(BaseView):
         record = _visible_record(kind, pk)
         chosen = [k for k in request.args.getlist("kind") if k]
         data = customer_360(db.session, kind, record, g.user, page=request.args.get("page", 1, type=int),
-                            kinds=chosen)
+                            kinds=chosen, people_page=request.args.get("people_page", 1, type=int))
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
                                     locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen,
                                     kind_labels=KIND_LABELS, status_labels=STATUS_LABELS,
@@ -611,14 +612,16 @@ class CrmApi(BaseApi):
         model = KINDS.get(kind)
         if model is None:
             return self.response_404()
-        query = db.session.query(model).filter(model.id == pk)
+        query = db.session.query(model).filter(model.id == pk).options(  # the profile shows both
+            joinedload(model.owner), joinedload(model.team))
         clause = visibility_clause(model, g.user, db.session)
         record = (query.filter(clause) if clause is not None else query).one_or_none()
         if record is None:
             return self.response_404()
         kinds = [k for k in request.args.getlist("kind") if k]
-        return self.response(200, result=customer_360(db.session, kind, record, g.user,
-                                                      page=request.args.get("page", 1, type=int), kinds=kinds))
+        return self.response(200, result=customer_360(
+            db.session, kind, record, g.user, page=request.args.get("page", 1, type=int), kinds=kinds,
+            people_page=request.args.get("people_page", 1, type=int)))
 
 
 blueprint = Blueprint("crm_assets", __name__, template_folder="templates", static_folder="static",

@@ -190,6 +190,62 @@ def test_the_360_view_gathers_people_details_timeline_and_module_panels(app, cli
     assert contact["phones"][0]["e164"] == "+8613800138000" and contact["companies"][0]["role"] == "决策者"
 
 
+def test_a_company_360_takes_in_its_whole_tree_and_counts_each_activity_once(app, client, world):
+    """Activities on the company, on a subsidiary two levels down and on its people each count once, also one
+    that is on both a person and the company; another company's do not count. Ancestors read root first."""
+    with app.app_context():
+        s = db.session
+        deep = Company(name="华润万家华东", parent_id=world["sub"])
+        s.add(deep)
+        s.flush()
+        at = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+        s.add_all([Activity(kind="call", subject="both", contact_id=world["zhang"], company_id=world["sub"],
+                            occurred_at=at),
+                   Activity(kind="meeting", subject="deep", company_id=deep.id, occurred_at=at + dt.timedelta(hours=1)),
+                   Activity(kind="note", subject="person", contact_id=world["zhang"],
+                            occurred_at=at + dt.timedelta(hours=2)),
+                   Activity(kind="note", subject="elsewhere", company_id=world["other"], occurred_at=at)])
+        s.commit()
+        deep_id = deep.id
+    h = auth(client)
+    top = client.get(f"/api/v1/crm/customer/company/{world['group']}/360", headers=h).get_json()["result"]
+    assert top["hierarchy"]["ancestors"] == []
+    assert [(c["name"], c["depth"]) for c in top["hierarchy"]["children"]] == [("华润万家", 1), ("华润万家华东", 2)]
+    assert top["activity_counts"] == {"meeting": 1, "call": 1}  # the group's people are the sub's: not its own
+    sub = client.get(f"/api/v1/crm/customer/company/{world['sub']}/360", headers=h).get_json()["result"]
+    assert sub["activity_counts"] == {"call": 1, "meeting": 1, "note": 1}
+    assert [e["title"] for e in sub["timeline"]["entries"] if e["source"] == "crm"] == ["person", "deep", "both"]
+    assert [e["user"] for e in sub["timeline"]["entries"] if e["source"] == "crm"] == [None] * 3
+    deep_view = client.get(f"/api/v1/crm/customer/company/{deep_id}/360", headers=h).get_json()["result"]
+    assert deep_view["hierarchy"]["ancestors"] == [{"id": world["group"], "name": "华润集团"},
+                                                   {"id": world["sub"], "name": "华润万家"}]
+    only_calls = client.get(f"/api/v1/crm/customer/company/{world['sub']}/360", query_string={"kind": "call"},
+                            headers=h).get_json()["result"]["timeline"]
+    assert only_calls["total"] == 1 and [e["title"] for e in only_calls["entries"]] == ["both"]
+
+
+def test_a_company_with_many_people_shows_them_a_page_at_a_time(app, client, world):
+    with app.app_context():
+        s = db.session
+        people = [Contact(full_name=f"员工{n:02d}") for n in range(60)]
+        s.add_all(people)
+        s.flush()
+        s.add_all([ContactCompany(contact=person, company_id=world["other"]) for person in people])
+        s.commit()
+    h = auth(client)
+    url = f"/api/v1/crm/customer/company/{world['other']}/360"
+    first = client.get(url, headers=h).get_json()["result"]
+    assert len(first["people"]) == 50 and first["people_pages"] == {"page": 1, "per_page": 50, "total": 61}
+    assert [p["name"] for p in first["people"][:2]] == ["Mei Ling Lee", "员工00"]  # by name
+    second = client.get(url, query_string={"people_page": 2}, headers=h).get_json()["result"]["people"]
+    assert len(second) == 11 and not {p["id"] for p in second} & {p["id"] for p in first["people"]}
+    login(client, "admin")
+    page = client.get(f"/crm/customer/company/{world['other']}?_l_=en").get_data(as_text=True)
+    assert 'id="bl-people-pager"' in page and "1–50 of 61 people" in page
+    page = client.get(f"/crm/customer/company/{world['other']}?people_page=2&_l_=zh").get_data(as_text=True)
+    assert "员工59" in page and "员工00" not in page
+
+
 def test_the_360_page_in_chinese_and_english(app, client, world):
     login(client, "admin")
     page = client.get(f"/crm/customer/company/{world['sub']}").get_data(as_text=True)

@@ -146,6 +146,7 @@ def test_contacts_with_chinese_headers_are_imported_in_every_encoding(app, name)
         assert [(a.province, a.city, a.street) for a in zhang.addresses] == [("北京", "北京", "海淀区中关村大街1号")]
         assert sorted(t.name for t in zhang.tags) == ["VIP", "重点客户"]
         assert "zhangwei" in zhang.search_text and "zw" in zhang.search_text
+        assert (zhang.pinyin, zhang.initials) == ("zhangwei", "zw")  # what search matches exactly first
         nana = contact("欧阳娜娜")
         assert (nana.family_name, nana.given_name) == ("欧阳", "娜娜")
         assert [e.address for e in nana.emails] == ["nana.ouyang@example.cn"]

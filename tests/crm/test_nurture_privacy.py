@@ -187,6 +187,7 @@ def test_erasure_leaves_no_trace_keeps_counts_and_keeps_the_person_suppressed(ap
         assert lead.search_text == "" and lead.email_opens == 2 and lead.custom == {}
         contact = session.get(Contact, wang["contact"])
         assert contact.full_name == f"已删除 / erased #{contact.id}" and contact.search_text == ""
+        assert contact.pinyin is None and contact.initials is None
         assert session.scalar(select(func.count()).select_from(Email).where(Email.contact_id == contact.id)) == 0
         assert session.get(Enrollment, wang["enrollment"]).exit_reason == "erased"
         assert session.get(Enrollment, li["enrollment"]).status == "active"

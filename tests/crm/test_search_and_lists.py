@@ -249,3 +249,47 @@ def test_likely_duplicates_by_name_use_the_lower_name_index(app, backend):
         explain = "EXPLAIN " if backend == "postgresql" else "EXPLAIN QUERY PLAN "
         plan = " ".join(str(row) for row in raw.execute(explain + sql, params))
         assert "ix_crm_company_name_lower" in plan
+
+
+def test_exact_name_pinyin_and_initials_come_before_partial_matches(app, client):
+    """张伟 is what `zhangwei` and `zw` mean: it comes before a shorter name found only through its e-mail
+    and before longer names that contain the input."""
+    _people(app)
+    with app.app_context():
+        s = db.session
+        bo = Contact(full_name="Bo")
+        s.add(bo)
+        s.flush()
+        s.add(Email(contact=bo, address="zhangwei@example.com"))
+        s.commit()
+    h = _auth(client)
+    assert _search(client, "zhangwei", h) == [("contact", "张伟"), ("contact", "Bo"), ("contact", "张伟强")]
+    assert _search(client, "Zhang Wei", h)[0] == ("contact", "张伟")
+    assert _search(client, "zw", h) == [("contact", "张伟"), ("contact", "张伟强")]
+    assert _search(client, "张伟", h) == [("contact", "张伟"), ("contact", "张伟强")]
+    # the keys follow the name: renamed, 张伟 is found as liwen, no longer as zhangwei
+    with app.app_context():
+        s = db.session
+        zhang = s.query(Contact).filter_by(full_name="张伟").one()
+        zhang.full_name, zhang.family_name, zhang.given_name = "李文", None, None
+        s.commit()
+        assert (zhang.pinyin, zhang.initials) == ("liwen", "lw")
+    assert _search(client, "liwen", h)[0] == ("contact", "李文")
+    assert ("contact", "李文") not in _search(client, "zhangwei", h)
+    # record rules hold for exact matches too
+    assert _search(client, "liwen", _auth(client, "rep2")) == []
+
+
+def test_crm_0007_fills_pinyin_and_initials_of_the_contacts_there_are(app, backend):
+    with app.app_context():
+        downgrade("crm_0006")
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO crm_contact (full_name, search_text, custom, version, created_at, "
+                              "updated_at) VALUES ('欧阳娜娜', '', '{}', 1, '2026-01-01', '2026-01-01'), "
+                              "('Mei Ling Lee', '', '{}', 1, '2026-01-01', '2026-01-01')"))
+        upgrade()
+        with db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT full_name, pinyin, initials FROM crm_contact ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("欧阳娜娜", "ouyangnana", "oynn"), ("Mei Ling Lee", None, None)]
+        assert {"ix_crm_contact_pinyin", "ix_crm_contact_initials"} <= _indexes(backend)
+        db.engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from bigledger_core.db import in_ids
 from bigledger_core.security import visibility_clause
 
 from .models import Lead
@@ -14,14 +15,14 @@ def customer_leads(session: Session, customer, user, *, emails=(), phones=(), li
     """Leads converted into this company (or its subsidiaries) or contact, and leads with the same e-mail
     or phone, newest first, as far as `user` may see them."""
     if customer.kind == "company":
-        linked = Lead.company_id.in_(customer.company_ids)
+        linked = in_ids(session, Lead.company_id, customer.company_ids)
     else:
         linked = Lead.contact_id == customer.id
     conditions = [linked]
     if emails:
-        conditions.append(Lead.email.in_(list(emails)))
+        conditions.append(in_ids(session, Lead.email, emails))
     if phones:
-        conditions.append(Lead.phone_e164.in_(list(phones)))
+        conditions.append(in_ids(session, Lead.phone_e164, phones))
     query = select(Lead.id, Lead.name, Lead.company_name, Lead.status, Lead.score, Lead.source, Lead.channel,
                    Lead.created_at).where(or_(*conditions))
     clause = visibility_clause(Lead, user, session)

@@ -292,7 +292,8 @@ def erase_person(session: Session, address: str, *, by_id: int | None = None) ->
         counts["contact_details"] = sum(len(ids) for ids in detail_ids.values())
         session.execute(update(Contact).where(Contact.id.in_(contact_ids)).values(
             full_name=_placeholder(Contact), family_name=None, given_name=None, name_en=None, title=None,
-            external_id=None, custom={}, search_text="", version=Contact.version + 1, updated_at=now)
+            external_id=None, custom={}, search_text="", pinyin=None, initials=None, version=Contact.version + 1,
+            updated_at=now)
             .execution_options(synchronize_session=False))
         counts["activities"] = session.execute(update(Activity).where(Activity.contact_id.in_(contact_ids)).values(
             subject=PLACEHOLDER, body=None, outcome=None).execution_options(synchronize_session=False)).rowcount

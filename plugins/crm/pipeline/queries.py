@@ -8,14 +8,15 @@ from decimal import Decimal
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from bigledger_core.db import in_ids
 from bigledger_core.security import visibility_clause
 
 from .models import Deal, DealContact, Stage
 
 
-def _customer_clause(customer):
+def _customer_clause(session: Session, customer):
     if customer.kind == "company":
-        return Deal.company_id.in_(customer.company_ids)
+        return in_ids(session, Deal.company_id, customer.company_ids)
     return or_(Deal.contact_id == customer.id,
                Deal.id.in_(select(DealContact.deal_id).where(DealContact.contact_id == customer.id)))
 
@@ -23,7 +24,7 @@ def _customer_clause(customer):
 def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict:
     """Open and closed deals of a company (with its subsidiaries) or a contact that `user` may see:
     the newest `limit` of each, with counts and open totals per currency."""
-    where = [_customer_clause(customer)]
+    where = [_customer_clause(session, customer)]
     clause = visibility_clause(Deal, user, session)
     if clause is not None:
         where.append(clause)
@@ -54,7 +55,7 @@ def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict
 
 def open_value_by_company(session: Session, company_ids, user) -> dict[int, dict[str, Decimal]]:
     """Open deal value per company and currency, for the companies given (one GROUP BY)."""
-    where = [Deal.company_id.in_(company_ids), Deal.status == "open"]
+    where = [in_ids(session, Deal.company_id, company_ids), Deal.status == "open"]
     clause = visibility_clause(Deal, user, session)
     if clause is not None:
         where.append(clause)
