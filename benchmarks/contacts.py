@@ -21,8 +21,8 @@ hours is reported as failed for that input instead of stalling the run.
 The list's count is the product's: capped at BIGLEDGER_LIST_COUNT_CAP (its default, `count_capped` in the
 answer), and the hand-written SQL counts the same way. Search answers are checked against hand-written SQL of the
 product's rules: exact matches of the whole name (a contact's pinyin or initials too) first; then, on PostgreSQL,
-an input shorter than 3 characters matches the start of a word (full-text index), longer input anywhere (trigram
-index); contacts are also found through the companies the search found.
+Latin input and input shorter than 3 characters match the start of words (full-text index), longer Chinese input
+and e-mail addresses anywhere (trigram indexes); contacts are also found through the companies the search found.
 
 Each user's table starts with "auth floor": a signed-in request to the search endpoint that is refused before
 any CRM work (HTTP 400, input too long). It costs what every request costs (JWT, user, module and permission
@@ -681,8 +681,9 @@ def raw_list(raw: Raw, v: dict, vis):
 def raw_search(raw: Raw, v: dict, vis, limit: int = 20):
     """`plugins.crm.queries.search` written by hand: companies, then contacts; of each, first the visible records
     whose whole name (a contact's pinyin or initials too) equals the input, then, while there is room, those
-    matched by name/pinyin (PostgreSQL, under 3 characters: a word prefix through the full-text index), e-mail
-    (3 characters or more), phone and (contacts) the companies found; each part shortest names first."""
+    matched by name/pinyin (PostgreSQL, Latin input or under 3 characters: word prefixes through the full-text
+    index), e-mail (3 characters or more), phone and (contacts) the companies found; each part shortest names
+    first."""
     import re
 
     from plugins.crm.normalize import normalize_name, phone_query
@@ -690,8 +691,10 @@ def raw_search(raw: Raw, v: dict, vis, limit: int = 20):
     text = normalize_name(v["q"])
     clean = text.replace("%", "").replace("_", "")
     e164 = phone_query(v["q"], "CN")
-    short = raw.backend == "postgresql" and len(clean) < 3
-    word = re.sub(r"\W", "", clean)
+    postgresql = raw.backend == "postgresql"
+    by_word = postgresql and (len(clean) < 3 or clean.isascii())
+    words = re.findall(r"\w+", clean)
+    word = "".join(words)
     found, company_ids = [], []
     for table, name, owner in (("crm_company", "name", "company_id"), ("crm_contact", "full_name", "contact_id")):
         exact, exact_params = f"lower({table}.{name}) = %s", [text]
@@ -702,14 +705,16 @@ def raw_search(raw: Raw, v: dict, vis, limit: int = 20):
         rows = raw.all(f"SELECT {table}.id, {table}.{name} FROM {table} WHERE {exact} AND {where} {order} "
                        f"LIMIT {int(limit)}", exact_params)
         branches, params = [], []
-        if not short:
-            branches += [f"SELECT id FROM {table} WHERE search_text LIKE %s",
-                         f"SELECT {owner} AS id FROM crm_email WHERE address LIKE %s"]
-            params += [f"%{clean}%"] * 2
-        elif word:
+        if not by_word:
+            branches.append(f"SELECT id FROM {table} WHERE search_text LIKE %s")
+            params.append(f"%{clean}%")
+        elif words:
             branches.append(f"SELECT id FROM {table} WHERE to_tsvector('simple', search_text) "
                             "@@ to_tsquery('simple', %s)")
-            params.append(f"{word}:*")
+            params.append(" & ".join(f"{w}:*" for w in words))
+        if len(clean) >= 3 or not postgresql:
+            branches.append(f"SELECT {owner} AS id FROM crm_email WHERE {owner} IS NOT NULL AND address LIKE %s")
+            params.append(f"%{clean}%")
         if e164:
             branches.append(f"SELECT {owner} AS id FROM crm_phone WHERE e164 = %s")
             params.append(e164)

@@ -50,8 +50,9 @@ _SIMPLE = literal_column("'simple'::regconfig")  # a constant, so the full-text 
 def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
     """Companies and contacts matching `q` by name, pinyin, e-mail, phone (any format) or company name:
     companies first, then contacts; of each, the exact matches of the whole name (and a person's pinyin or
-    initials) first, then the others, each shortest name first. On PostgreSQL an input shorter than 3
-    characters matches the start of a word (a name, its pinyin or initials); longer input anywhere.
+    initials) first, then the others, each shortest name first. On PostgreSQL Latin input and input shorter
+    than 3 characters match the start of words (a name, its pinyin or initials), longer Chinese input and
+    e-mail addresses anywhere.
     Raises SearchTimeout when a statement runs past `BIGLEDGER_SEARCH_TIMEOUT` seconds (PostgreSQL)."""
     text = normalize_name(q)
     if len(text) < 1:
@@ -95,8 +96,12 @@ def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]
     clean = text.replace("%", "").replace("_", "")
     like = f"%{clean}%"
     e164 = phone_query(q, phone_region())
-    short = len(clean) < SHORT_INPUT and session.get_bind().dialect.name == "postgresql"
-    word = re.sub(r"\W", "", clean)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL: Latin input (pinyin, initials, Western names) and input too short for trigrams match the
+    # start of words through the full-text index; Chinese input of 3 or more characters matches anywhere
+    by_word = postgresql and (len(clean) < SHORT_INPUT or clean.isascii())
+    words = re.findall(r"\w+", clean)
+    word = "".join(words)
     results: list[dict] = []
     company_ids: list[int] = []
     for kind, model in KINDS.items():  # companies first: their contacts are found through them
@@ -104,12 +109,14 @@ def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]
         # exact matches first; the rest (part of a name, e-mail, phone, company) only while there is room
         rows = _first(session, model, _exact(model, text, word), visible, limit, [])
         matches = []
-        if not short:
-            owner = Email.contact_id if model is Contact else Email.company_id
-            matches += [model.search_text.like(like), model.id.in_(select(owner).where(Email.address.like(like)))]
-        elif word:
+        if not by_word:
+            matches.append(model.search_text.like(like))
+        elif words:
             vector = func.to_tsvector(_SIMPLE, model.search_text)
-            matches.append(vector.op("@@")(func.to_tsquery(_SIMPLE, f"{word}:*")))
+            matches.append(vector.op("@@")(func.to_tsquery(_SIMPLE, " & ".join(f"{w}:*" for w in words))))
+        if len(clean) >= SHORT_INPUT or not postgresql:  # part of an e-mail address, anywhere
+            owner = Email.contact_id if model is Contact else Email.company_id
+            matches.append(model.id.in_(select(owner).where(owner.is_not(None), Email.address.like(like))))
         if e164:
             owner = Phone.contact_id if model is Contact else Phone.company_id
             matches.append(model.id.in_(select(owner).where(Phone.e164 == e164)))

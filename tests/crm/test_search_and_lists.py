@@ -59,12 +59,17 @@ def test_short_input_finds_names_pinyin_initials_and_the_people_of_a_company(app
     assert ("contact", "Mei Ling Lee") in _search(client, "me", h)  # start of a word of a Western name
     # record rules hold for short input too
     assert _search(client, "zw", _auth(client, "rep2")) == []
-    # PostgreSQL matches short input at the start of a word (its full-text index); SQLite anywhere
-    inside = _search(client, "伟", h)
+    # PostgreSQL matches short input and Latin input at the start of words (its full-text index); SQLite anywhere
+    assert ("contact", "Mei Ling Lee") in _search(client, "ling lee", h)
+    assert ("contact", "张伟强") in _search(client, "zhang wei q", h)
+    inside, latin_inside = _search(client, "伟", h), _search(client, "ing", h)
     if backend == "postgresql":
-        assert inside == []
+        assert inside == [] and latin_inside == []
     else:
         assert {("contact", "张伟"), ("contact", "李伟")} <= set(inside)
+        assert latin_inside == [("contact", "Mei Ling Lee")]
+    # Chinese input of 3 characters or more matches anywhere on both
+    assert _search(client, "润万家", h) == [("company", "华润万家"), ("contact", "张伟")]
 
 
 def test_each_way_of_matching_keeps_the_shortest_names_first(app, client):

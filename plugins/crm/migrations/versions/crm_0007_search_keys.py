@@ -5,6 +5,8 @@
   input first; three indexes give them shortest name first, so a common name reads 20 index entries instead
   of sorting the thousands of records that contain it. `ix_crm_contact_full_name_lower` gets the same order
   columns (likely duplicates still use it for `lower(full_name) = …`).
+* PostgreSQL: a trigram index on the e-mail addresses of companies alone. Search looks for a company's
+  e-mail among those; through the index of all addresses it read every person's matching address too.
 * The 360° view counts a company's activities by kind and shows the newest page: every activity on the
   company, its subsidiaries or its people, two index ranges whose union is counted and sorted. The two
   activity indexes now carry what those reads need (time, id, kind, and on the contact index the company), so
@@ -72,9 +74,14 @@ def upgrade() -> None:
     op.create_index("ix_crm_contact_pinyin", "crm_contact", ["pinyin", *ORDER])
     op.create_index("ix_crm_contact_initials", "crm_contact", ["initials", *ORDER])
     _activity_indexes(ACTIVITY_AFTER)
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_index("ix_crm_email_company_address_trgm", "crm_email", ["address"], postgresql_using="gin",
+                        postgresql_ops={"address": "gin_trgm_ops"}, postgresql_where=sa.text("company_id IS NOT NULL"))
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_crm_email_company_address_trgm", table_name="crm_email")
     _activity_indexes(ACTIVITY_BEFORE)
     op.drop_index("ix_crm_contact_initials", table_name="crm_contact")
     op.drop_index("ix_crm_contact_pinyin", table_name="crm_contact")
