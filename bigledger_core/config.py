@@ -148,6 +148,12 @@ SETTINGS: list[Setting] = [
             "Days an open or click link in an e-mail is counted; an older one still redirects.", int),
     Setting("BIGLEDGER_PUBLIC_RATE_LIMIT", "120 per minute",
             "Requests per client address to the public tracking and unsubscribe pages."),
+    # -- POS bridge
+    Setting("BIGLEDGER_POS_CREATE_CONTACTS", True,
+            "`1` (default) creates a contact for a POS sale whose loyalty card, phone and e-mail match none; `0` "
+            "keeps such sales unmatched.", _bool),
+    Setting("BIGLEDGER_POS_CURRENCY", "CNY",
+            "Currency (ISO 4217) of POS sales posted without one, and of segment conditions on store spending."),
 ]
 
 
@@ -263,6 +269,8 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "BIGLEDGER_FORM_MIN_SECONDS": setting("BIGLEDGER_FORM_MIN_SECONDS"),
         "BIGLEDGER_FORM_MAX_HOURS": setting("BIGLEDGER_FORM_MAX_HOURS"),
         "BIGLEDGER_LEAD_INBOX": setting("BIGLEDGER_LEAD_INBOX"),
+        "BIGLEDGER_POS_CREATE_CONTACTS": setting("BIGLEDGER_POS_CREATE_CONTACTS"),
+        "BIGLEDGER_POS_CURRENCY": setting("BIGLEDGER_POS_CURRENCY").upper(),
         "WTF_CSRF_ENABLED": True,
         # no request body above this is read at all (imports take up to 50 MB, documents less)
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

@@ -140,6 +140,30 @@ def crm_lead_facts(lead):
     or dicts `{"fact": …, "count": n}` — to be recorded and scored; unknown facts are ignored."""
 
 
+@hookspec
+def crm_segment_conditions():
+    """Called when a segment is validated or evaluated. Return a list of conditions segment rules may use:
+    dicts with `field` (the rule's field name, e.g. "pos_spent"), `entity` ("contact" or "company"), `label`
+    ({"zh", "en"}), `ops` (operator names), `check(op, value)` (returns the cleaned value or raises ValueError
+    with a translated message) and `clause(op, value, ids)` (returns a SQLAlchemy condition on `ids`, the
+    record id column, evaluated in SQL)."""
+
+
+@hookspec
+def crm_deal_warnings(deal):
+    """Called after a deal was created on the deal screen, the board or the API (flushed, with an id). `deal` is a
+    `plugins.crm.pipeline.models.Deal`. Return a list of translated warnings the user should see (e.g. the
+    customer is on credit hold) or None; they never stop the deal. Must not change the database."""
+
+
+@hookspec(firstresult=True)
+def crm_exchange_rate(from_currency, to_currency, on):
+    """firstresult. Called when a report converts amounts into one currency (never for the same currency).
+    `from_currency`, `to_currency`: ISO codes; `on`: a `datetime.date`. Return the `Decimal` amount of
+    `to_currency` one unit of `from_currency` buys on that day, or None when you have no rate (the report then
+    names the missing pair as an error)."""
+
+
 # -- CRM events: delivered after the change commits ---------------------------------------------------
 
 @hookspec
@@ -221,3 +245,67 @@ def crm_lead_converted(event):
     """Event, after a lead was converted. `event.payload`: `id`, `name`, `company_id` (null when the lead had no
     company), `company_created`, `contact_id`, `contact_created`, `deal_id`, `source`, `channel`, `campaign`,
     `owner_id`, `team_id`, `user_id`. Returns nothing."""
+
+
+# -- module services: finance (a finance module answers; finance_bridge calls them) ----
+
+@hookspec(firstresult=True)
+def finance_create_invoice(request):
+    """firstresult. Called by finance_bridge once a deal was won (later also for an accepted quote). `request`
+    is a dict: `idempotency_key` (e.g. "crm-deal-42": answer a key you have seen with the invoice you made then),
+    `customer` ({`company_id`, `contact_id`, `name`, `external_id`}), `currency` (ISO), `payment_terms_days`
+    (int), `lines` (list of {`description`, `product_code`, `quantity`, `unit_price`, `discount`, `amount`},
+    Decimals), `reference` (e.g. the deal's name) and `source` ({`kind`: "deal", `id`}). Create a draft invoice
+    and return {`id` (str), `number`, `status`}, or None to let another module answer. Raise to have the
+    event retried later."""
+
+
+@hookspec(firstresult=True)
+def finance_customer_account(customer, limit):
+    """firstresult. Called for the 360° view, the timeline and the credit-hold warning on new deals. `customer`
+    is a dict: `kind` ("company" or "contact"), `id`, `name`, `company_ids`, `contact_ids`. Return
+    {`balances`: [{`currency`, `outstanding`, `overdue`}] (Decimals), `credit_hold` (bool), `credit_hold_reason`,
+    `invoices` and `payments`: each the newest `limit` as dicts (invoices: `id`, `number`, `status`,
+    `created_at` (aware UTC datetime), `issued_on`, `due_on`, `currency`, `total`, `outstanding`; payments:
+    `id`, `invoice_number`, `received_at` (aware UTC datetime), `currency`, `amount`, `reference`)}, or None when
+    you do not know the customer."""
+
+
+@hookspec(firstresult=True)
+def finance_exchange_rate(from_currency, to_currency, on):
+    """firstresult. Called when finance_bridge answers `crm_exchange_rate`. Return the `Decimal` amount of
+    `to_currency` that one unit of `from_currency` buys on `on` (a `datetime.date`), or None when you have no
+    rate for that day."""
+
+
+@hookspec
+def finance_payment_received(event):
+    """Event, after a payment against an invoice was recorded (finance_bridge's standalone storage).
+    `event.payload`: `id`, `invoice_id`, `invoice_number`, `company_id`, `contact_id`, `currency`, `amount`
+    and `invoice_outstanding` (decimal strings), `received_at`, `reference`, `user_id`. Returns nothing."""
+
+
+# -- module services: POS (a POS module answers; pos_bridge calls them) ----
+
+@hookspec(firstresult=True)
+def pos_purchase_history(customer, limit):
+    """firstresult. Called by pos_bridge for a customer's 360° timeline. `customer` is a
+    `plugins.pos_bridge.customers.PosCustomer` (`contact_ids`, `name`, `phones` in E.164, `emails`, `cards`).
+    Return at most `limit` purchases, newest first, as dicts: `at` (aware UTC datetime), `store`, `receipt`,
+    `total` (Decimal), `currency` (ISO 4217), optionally `items` (number of lines); or None to let another
+    plugin answer (pos_bridge's own storage answers last)."""
+
+
+@hookspec(firstresult=True)
+def pos_purchase_totals(customer, since):
+    """firstresult. Called by pos_bridge for a customer's 360° panel. `customer` as in `pos_purchase_history`,
+    `since` an aware UTC datetime. Return {`count`, `spent`, `count_since`, `spent_since`}: the number of
+    purchases and the amounts spent ({currency: Decimal}) of all time and since `since`; or None to let another
+    plugin answer."""
+
+
+@hookspec(firstresult=True)
+def pos_loyalty_status(customer):
+    """firstresult. Called by pos_bridge for a customer's 360° panel. `customer` as in `pos_purchase_history`.
+    Return {`card`, `tier`, `points`} of the customer's loyalty card, {} when they hold none, or None to let
+    another plugin answer."""

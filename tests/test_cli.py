@@ -51,7 +51,7 @@ def test_help_lists_every_command_including_plugin_groups():
 
 def test_set_up_an_instance_from_nothing(instance):
     out = bigledger("db", "upgrade", env=instance).stdout
-    assert "upgraded: core, crm, sample" in out
+    assert "upgraded: core, crm, finance_bridge, pos_bridge, sample" in out
     assert "core" in bigledger("db", "current", env=instance).stdout
 
     created = bigledger("create-admin", env=instance).stdout
@@ -100,8 +100,9 @@ def test_modules_from_the_command_line(upgraded):
 def test_downgrade_a_module_branch(upgraded):
     bigledger("db", "downgrade", "sample@base", env=upgraded)
     current = bigledger("db", "current", env=upgraded).stdout
-    assert [line.split() for line in current.splitlines()] == [["core", "core_0002"], ["crm", "crm_0007"],
-                                                                       ["sample", "-"]]
+    assert [line.split() for line in current.splitlines()] == [
+        ["core", "core_0002"], ["crm", "crm_0007"], ["finance_bridge", "finance_0001"], ["pos_bridge", "pos_0001"],
+        ["sample", "-"]]
 
 
 def test_errors_are_one_clear_line_with_a_nonzero_exit(tmp_path):

@@ -2,7 +2,8 @@
 
 A definition is `{"match": "all" | "any", "rules": [{"field": …, "op": …, "value": …}, …]}`; hand-written
 definitions may use Chinese keys (匹配 with 全部/任一, 条件, 字段, 运算, 值). A rule's field is a standard
-field of the record, `tag`, `custom:<key>` or `last_activity`. Dates without a time are UTC days.
+field of the record, `tag`, `custom:<key>`, `last_activity`, or a condition another module contributes
+through `crm_segment_conditions` (e.g. purchases from the POS). Dates without a time are UTC days.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app, has_app_context
 from flask_babel import gettext
 from sqlalchemy import and_, case, func, literal, not_, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
@@ -120,6 +122,25 @@ def _custom_fields(session: Session, entity: str) -> dict[str, CustomField]:
     return {f.key: f for f in session.scalars(select(CustomField).where(CustomField.entity == entity))}
 
 
+def contributed_conditions(entity: str) -> dict[str, dict]:
+    """Conditions of `entity` that enabled modules contribute (`crm_segment_conditions`), by field name."""
+    if not has_app_context():
+        return {}
+    from bigledger_core.modules import enabled_modules
+
+    host = current_app.extensions["bigledger"]
+    return {condition["field"]: condition
+            for _plugin, answer in host.call_each("crm_segment_conditions", modules=enabled_modules())
+            for condition in answer or [] if condition.get("entity", "contact") == entity}
+
+
+def _contributed_value(condition: dict, op: str, value: Any) -> Any:
+    try:
+        return condition["check"](op, value)
+    except ValueError as exc:
+        raise _BadValue(str(exc)) from None
+
+
 def _english(mapping: dict) -> dict:
     return {KEY_SYNONYMS.get(key, key): value for key, value in mapping.items()}
 
@@ -215,6 +236,9 @@ def _field_rules(entity: str, name: str, fields: dict[str, CustomField], tags: s
                 "%(field)s: unknown custom field", field=name))])
         return CUSTOM_OPS.get(field.type, ()), lambda op, value: _custom_value(field, op, value)
     spec = STANDARD_FIELDS[entity].get(name)
+    contributed = contributed_conditions(entity).get(name) if spec is None else None
+    if contributed is not None:
+        return tuple(contributed["ops"]), lambda op, value: _contributed_value(contributed, op, value)
     if spec is None:
         raise CrmValidationError([Problem(f"{where}.field", gettext(
             "%(field)s is not a field of this record type", field=name))])
@@ -386,7 +410,9 @@ class _Builder:
             return self._activity(op, value)
         if name.startswith("custom:"):
             return self._custom(self.fields[name.removeprefix("custom:")], op, value)
-        spec = STANDARD_FIELDS[self.entity][name]
+        spec = STANDARD_FIELDS[self.entity].get(name)
+        if spec is None:  # validated above: a condition another module contributes
+            return contributed_conditions(self.entity)[name]["clause"](op, value, self.model.id)
         if spec.kind in ("related", "domain"):
             return self._related(spec, op, value)
         column = getattr(self.model, spec.column)

@@ -2,6 +2,7 @@
 lose and reopen, line items, deal contacts, competitors. Every action goes through services.py."""
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from flask import Response, g, request
@@ -31,6 +32,7 @@ from .services import (
     PipelineError,
     StageChangeRefused,
     create_deal,
+    deal_warnings,
     load_pipeline,
     lose_deal,
     move_deal,
@@ -240,6 +242,17 @@ class DealApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
         except StageChangeRefused as exc:
             db.session.rollback()
             raise BadRequest(" ".join(exc.reasons)) from None
+        g.crm_deal_warnings = deal_warnings(item)
+
+    def post_headless(self):
+        """Add a deal; the answer carries `warnings` (e.g. the customer is on credit hold), never a refusal."""
+        g.crm_deal_warnings = []
+        response = super().post_headless()
+        if response.status_code == 201:
+            body = response.get_json()
+            body["warnings"] = g.crm_deal_warnings
+            response.set_data(json.dumps(body))
+        return response
 
     def pre_update(self, item):
         _check_version(item)

@@ -29,7 +29,13 @@ from bigledger_core.security import visibility_clause, visible_record
 from ..models import Activity, Company, Contact
 from .forecast import whole_months
 from .models import NO_MONTH, Deal, DealSummary, Pipeline, Stage
-from .services import StageChangeRefused, create_deal, default_pipeline, move_deal
+from .services import (
+    StageChangeRefused,
+    create_deal,
+    deal_warnings,
+    default_pipeline,
+    move_deal,
+)
 
 CENT = Decimal("0.01")
 PAGE_SIZE = 50
@@ -370,7 +376,7 @@ def create_payload(pipeline_id: int | None, body: dict) -> dict:
     except StageChangeRefused as exc:
         db.session.rollback()
         raise BoardRequestError(400, exc.reasons) from None
-    return {"card": _card(deal)}
+    return {"card": _card(deal), "warnings": deal_warnings(deal)}
 
 
 def customers_payload() -> dict:
@@ -576,7 +582,7 @@ class BoardApi(BaseApi):
         ---
         post:
           responses:
-            201: {description: created; the deal's card}
+            201: {description: "created: the deal's card, and `warnings` to show (e.g. credit hold)"}
             400: {description: refused; `reasons` says why}
         """
         return self._reply(lambda: create_payload(pipeline_id, request.get_json(silent=True) or {}), status=201)

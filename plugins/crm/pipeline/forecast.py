@@ -62,6 +62,14 @@ class ForecastParameterError(ValueError):
         super().__init__(message)
 
 
+class MissingExchangeRate(ForecastParameterError):
+    """Amounts cannot be converted into the report's currency: no rate for these pairs (never a silent 1:1)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+        super().__init__("exchange_rate", ", ".join(f"{source} → {target}" for source, target in pairs))
+
+
 # -- SQL helpers ----------------------------------------------------------------------------------------
 
 def _dialect(session: Session) -> str:
@@ -293,9 +301,33 @@ def _summary_sums(session: Session, period: str, group, date_from, date_to, comm
     return list(sums.values())
 
 
+def convert(found: list[dict[str, Any]], report_currency: str, rate, on: dt.date) -> list[dict[str, Any]]:
+    """Sums in several currencies as sums in `report_currency`: each currency's figures times
+    `rate(from_currency, report_currency, on)` (a Decimal, or None when there is none), added up per period and
+    group. The same currency needs no rate; MissingExchangeRate names every pair without one."""
+    rates: dict[str, Decimal | None] = {report_currency: Decimal(1)}
+    for r in found:
+        if r["currency"] not in rates:
+            rates[r["currency"]] = rate(r["currency"], report_currency, on)
+    missing = sorted((c, report_currency) for c, value in rates.items() if value is None)
+    if missing:
+        raise MissingExchangeRate(missing)
+    counts = {"deals", "open_deals", "won_deals"}
+    merged: dict[tuple, dict[str, Any]] = {}
+    for r in found:
+        item = merged.setdefault((r["start"], r["grp"]), {"start": r["start"], "currency": report_currency,
+                                                        "grp": r["grp"], **dict.fromkeys(FIGURES, 0)})
+        factor = rates[r["currency"]]
+        for name in FIGURES:
+            value = r[name] or 0
+            item[name] += value if name in counts else Decimal(str(value)) * factor
+    return list(merged.values())
+
+
 def forecast(session: Session, *, period: str = "quarter", group_by: str | None = None,
              date_from: dt.date | None = None, date_to: dt.date | None = None, pipeline_id: int | None = None,
-             currency: str | None = None, user=None) -> list[dict[str, Any]]:
+             currency: str | None = None, report_currency: str | None = None, rate=None,
+             rate_date: dt.date | None = None, user=None) -> list[dict[str, Any]]:
     """Pipeline, weighted pipeline, commit, best case and closed won per period (and owner or team), in one
     currency. Rows are ordered by period (open deals without an expected close last), then group.
 
@@ -303,6 +335,9 @@ def forecast(session: Session, *, period: str = "quarter", group_by: str | None 
     owner_id/owner/owner_name or team_id/team/team_en, open_deals, pipeline, weighted, commit, best_case,
     omitted, won_deals, closed_won. Amounts are Decimals with two places. Read from the deal summary unless
     the date range does not cover whole months.
+
+    `report_currency`: every currency's deals, converted into this one with `rate(from, to, on)` on `rate_date`
+    (today, UTC, by default); a currency without a rate raises MissingExchangeRate naming the pair.
     """
     if period not in PERIODS:
         raise ForecastParameterError("period", period)
@@ -323,6 +358,10 @@ def forecast(session: Session, *, period: str = "quarter", group_by: str | None 
     group = None if group_by_column is None else getattr(source, group_by_column.key)
     sums = _summary_sums if source is DealSummary else _live_sums
     found = sums(session, period, group, date_from, date_to, common)
+    if report_currency:
+        found = convert(found, report_currency, rate or (lambda *_args: None),
+                        rate_date or dt.datetime.now(dt.UTC).date())
+        currency = report_currency
     # Without a currency every currency is summed apart and the most used one is kept.
     if not currency:
         used: dict[str, int] = {}

@@ -31,7 +31,7 @@ from .forecast import (
     totals,
 )
 from .models import Pipeline
-from .services import default_pipeline
+from .services import default_pipeline, exchange_rate
 
 FORMATS = ("json", "csv", "xlsx")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
@@ -48,6 +48,9 @@ CHART_SERIES = (("pipeline", "#9ecae1"), ("weighted", "#4292c6"), ("best_case", 
 
 def _message(parameter: str, value: Any) -> str:
     """What is wrong with a parameter, in the user's language, naming the parameter."""
+    if parameter == "exchange_rate":  # `value` lists the currency pairs without a rate
+        return gettext("No exchange rate for %(pairs)s: the report cannot convert these amounts into one "
+                       "currency. Add the missing rates, or choose one currency.", pairs=value)
     value = "" if value is None else str(value)[:50]
     if parameter == "period":
         return gettext("period: use “month” or “quarter”, not “%(value)s”.", value=value)
@@ -57,6 +60,9 @@ def _message(parameter: str, value: Any) -> str:
         return gettext("pipeline_id: there is no sales pipeline “%(value)s”.", value=value)
     if parameter == "currency":
         return gettext("currency: give a three-letter currency code such as CNY, not “%(value)s”.", value=value)
+    if parameter == "report_currency":
+        return gettext("report_currency: give a three-letter currency code such as CNY, not “%(value)s”.",
+                       value=value)
     if parameter == "format":
         return gettext("format: use “json”, “csv” or “xlsx”, not “%(value)s”.", value=value)
     if parameter == "date_to" and value == "date_to":
@@ -102,15 +108,23 @@ def parse(args, *, need_pipeline: bool = False) -> dict[str, Any]:
         if not _CURRENCY.match(currency):
             raise ForecastParameterError("currency", currency)
         currency = currency.upper()
+    report_currency = (args.get("report_currency") or "").strip() or None
+    if report_currency is not None:
+        if not _CURRENCY.match(report_currency):
+            raise ForecastParameterError("report_currency", report_currency)
+        report_currency = report_currency.upper()
     fmt = (args.get("format") or "json").strip().lower()
     if fmt not in FORMATS:
         raise ForecastParameterError("format", fmt)
     return {"period": period, "group_by": group_by, "pipeline_id": pipeline_id, "date_from": date_from,
-            "date_to": date_to, "currency": currency, "format": fmt}
+            "date_to": date_to, "currency": currency, "report_currency": report_currency, "format": fmt}
 
 
 def _forecast_args(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: params[k] for k in ("period", "group_by", "date_from", "date_to", "pipeline_id", "currency")}
+    args = {k: params[k] for k in ("period", "group_by", "date_from", "date_to", "pipeline_id", "currency")}
+    if params.get("report_currency"):  # every currency, converted with the rates a module supplies
+        args.update(report_currency=params["report_currency"], rate=exchange_rate)
+    return args
 
 
 # -- presentation ----------------------------------------------------------------------------------------
@@ -254,8 +268,8 @@ def _page(params: dict[str, Any]) -> dict[str, Any]:
     """Everything the Forecast screen shows for these parameters."""
     user = g.user
     currency_list = currencies(db.session, pipeline_id=params["pipeline_id"], user=user)
-    currency = params["currency"] or (currency_list[0][0] if currency_list else "CNY")
-    args = {**_forecast_args(params), "currency": currency}
+    currency = params["report_currency"] or params["currency"] or (currency_list[0][0] if currency_list else "CNY")
+    args = _forecast_args(params) if params["report_currency"] else {**_forecast_args(params), "currency": currency}
     rows = forecast(db.session, user=user, **args)
     pipelines = list(db.session.scalars(select(Pipeline).where(Pipeline.active.is_(True)).order_by(Pipeline.name)))
     pipeline_id = params["pipeline_id"] or (default_pipeline(db.session).id if pipelines else None)
@@ -351,6 +365,7 @@ class ForecastApi(BaseApi):
           - {in: query, name: date_from, schema: {type: string, format: date}}
           - {in: query, name: date_to, schema: {type: string, format: date}}
           - {in: query, name: currency, schema: {type: string}}
+          - {in: query, name: report_currency, schema: {type: string}, description: "convert into this currency"}
           - {in: query, name: format, schema: {type: string, enum: [json, csv, xlsx]}}
           responses:
             200: {description: "currency, result: one row per period (and owner or team), totals; or the file"}
@@ -359,7 +374,8 @@ class ForecastApi(BaseApi):
         try:
             params = parse(request.args)
             rows = forecast(db.session, user=g.user, **_forecast_args(params))
-            currency = rows[0]["currency"] if rows else params["currency"] or DEFAULT_CURRENCY
+            currency = rows[0]["currency"] if rows else \
+                params["report_currency"] or params["currency"] or DEFAULT_CURRENCY
         except ForecastParameterError as exc:
             return self.response_400(message=_message(exc.parameter, str(exc)))
         if params["format"] != "json":

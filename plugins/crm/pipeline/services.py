@@ -236,6 +236,39 @@ def _vetoes(deal: Deal, target: Stage) -> list[str]:
     return reasons
 
 
+def deal_warnings(deal: Deal) -> list[str]:
+    """Every enabled module's warnings about a deal just created (`crm_deal_warnings`, e.g. a credit hold);
+    they are shown to the user and never stop the deal."""
+    if not has_app_context():
+        return []
+    from bigledger_core.modules import enabled_modules
+
+    host = current_app.extensions["bigledger"]
+    warnings: list[str] = []
+    for _plugin, answer in host.call_each("crm_deal_warnings", modules=enabled_modules(), deal=deal):
+        if isinstance(answer, str):
+            answer = [answer]
+        warnings += [str(a) for a in answer or [] if a]
+    return warnings
+
+
+def exchange_rate(from_currency: str, to_currency: str, on: dt.date) -> Decimal | None:
+    """The first enabled module's rate from one currency to another on a day (`crm_exchange_rate`); 1 for the
+    same currency, None when no module has one."""
+    if from_currency == to_currency:
+        return Decimal(1)
+    if not has_app_context():
+        return None
+    from bigledger_core.modules import enabled_modules
+
+    host = current_app.extensions["bigledger"]
+    for _plugin, answer in host.call_each("crm_exchange_rate", modules=enabled_modules(),
+                                          from_currency=from_currency, to_currency=to_currency, on=on):
+        if answer is not None:
+            return Decimal(answer)
+    return None
+
+
 def _enter(session: Session, deal: Deal, stage: Stage, user_id: int | None, *, status: str = "open") -> None:
     now = utcnow()
     session.execute(update(StageHistory).where(StageHistory.deal_id == deal.id, StageHistory.left_at.is_(None))

@@ -34,6 +34,7 @@ from .services import (
     PipelineError,
     StageChangeRefused,
     create_deal,
+    deal_warnings,
     load_pipeline,
     lose_deal,
     move_deal,
@@ -175,6 +176,8 @@ class DealView(ListExportMixin, OwnedRecordsMixin, ModelView):
         except StageChangeRefused as exc:
             db.session.rollback()
             raise ValueError(" ".join(exc.reasons)) from None
+        for warning in deal_warnings(item):
+            flash(warning, "warning")
 
     def pre_update(self, item):
         if not item.forecast_category:

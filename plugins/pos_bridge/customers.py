@@ -1,0 +1,106 @@
+"""How the bridge asks the POS for a customer's purchases and loyalty: the `pos_` module-service hooks.
+
+A POS module registered by the deployment answers first; the bridge's own storage (`store.py`) answers with
+`trylast=True` when none does. Only enabled modules (and plugins registered outside the module system) are
+asked.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import current_app, g, has_request_context
+from sqlalchemy import literal, select, union_all
+from sqlalchemy.orm import Session
+
+from bigledger_core.db import in_ids
+from bigledger_core.modules import enabled_modules
+from plugins.crm.models import Email, Phone
+
+from .models import LoyaltyCard
+
+RECENT_DAYS = 90
+
+
+class PosCustomer:
+    """Who the POS is asked about: the CRM contacts (a company's people, or one contact) and what a POS knows
+    them by: phones (E.164), e-mail addresses and loyalty card numbers. Those three are read (in one query)
+    the first time a POS module asks for one of them: the bridge's own storage needs only the contact ids,
+    and a company's people may be hundreds."""
+
+    def __init__(self, contact_ids, name: str, phones=(), emails=(), cards=(), *, session: Session | None = None):
+        self.contact_ids: tuple[int, ...] = tuple(contact_ids)
+        self.name = name
+        self._session = session
+        self._known: dict[str, tuple[str, ...]] | None = None if session is not None else {
+            "phone": tuple(phones), "email": tuple(emails), "card": tuple(cards)}
+
+    def _identities(self) -> dict[str, tuple[str, ...]]:
+        if self._known is None:
+            self._known = _identities(self._session, self.contact_ids)
+        return self._known
+
+    @property
+    def phones(self) -> tuple[str, ...]:
+        return self._identities()["phone"]
+
+    @property
+    def emails(self) -> tuple[str, ...]:
+        return self._identities()["email"]
+
+    @property
+    def cards(self) -> tuple[str, ...]:
+        return self._identities()["card"]
+
+    def _key(self) -> tuple:
+        return self.contact_ids, self.name, self.phones, self.emails, self.cards
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PosCustomer) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"PosCustomer(contact_ids={self.contact_ids!r}, name={self.name!r})"
+
+
+def _identities(session: Session, ids: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {"phone": [], "email": [], "card": []}
+    if ids:
+        rows = session.execute(union_all(
+            select(literal("phone").label("kind"), Phone.e164.label("value"))
+            .where(in_ids(session, Phone.contact_id, ids), Phone.e164.is_not(None)),
+            select(literal("email"), Email.address).where(in_ids(session, Email.contact_id, ids)),
+            select(literal("card"), LoyaltyCard.number).where(in_ids(session, LoyaltyCard.contact_id, ids))))
+        for kind, value in rows:
+            if value not in found[kind]:
+                found[kind].append(value)
+    return {kind: tuple(values) for kind, values in found.items()}
+
+
+def pos_customer(session: Session, customer) -> PosCustomer:
+    """The POS view of a CRM `CustomerRef` (kept for the rest of the request)."""
+    key = ("pos_customer", customer.kind, customer.id)
+    cache = g.setdefault("pos_bridge_customers", {}) if has_request_context() else {}
+    if key not in cache:
+        cache[key] = PosCustomer(customer.contact_ids, customer.name, session=session)
+    return cache[key]
+
+
+def ask(hook: str, **kwargs) -> Any:
+    """The first answer other than None to a `pos_` hook, in pluggy's order (so `tryfirst`/`trylast` count),
+    from enabled modules and from plugins registered without a module."""
+    host = current_app.extensions["bigledger"]
+    enabled = set(enabled_modules())
+    for impl in reversed(getattr(host.pm.hook, hook).get_hookimpls()):
+        if impl.plugin_name in enabled or impl.plugin_name not in host.manifests:
+            answer = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            if answer is not None:
+                return answer
+    return None
+
+
+def recent_since(now: dt.datetime) -> dt.datetime:
+    """Where "recent" purchases begin: RECENT_DAYS before `now`."""
+    return now - dt.timedelta(days=RECENT_DAYS)
