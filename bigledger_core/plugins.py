@@ -227,6 +227,13 @@ class PluginHost:
         impls = {impl.plugin_name: impl for impl in getattr(self.pm.hook, hook).get_hookimpls()}
         return [(name, impls[name].function(**kwargs)) for name in wanted if name in impls]
 
+    def ask(self, hook: str, enabled: Iterable[str], **kwargs) -> Any:
+        """Call a firstresult service hook on every plugin except the modules not in `enabled` (plugins
+        registered outside the module system are asked too), in pluggy's order: `tryfirst`/`trylast` count."""
+        wanted = set(enabled)
+        off = [self.pm.get_plugin(name) for name in self.modules if name not in wanted]
+        return self.pm.subset_hook_caller(hook, remove_plugins=[p for p in off if p is not None])(**kwargs)
+
     def hookimpls(self, hook: str, modules: Iterable[str]):
         """Implementations of `hook` belonging to `modules`, in pluggy's call order."""
         allowed = set(modules)

@@ -52,11 +52,7 @@ def ask_finance(hook: str, **kwargs) -> Any:
     module an integrator registered answers first, the bridge's own storage (trylast) answers otherwise."""
     from bigledger_core.modules import enabled_modules
 
-    host = current_app.extensions["bigledger"]
-    enabled = set(enabled_modules())
-    off = [host.pm.get_plugin(name) for name in host.modules if name not in enabled]
-    caller = host.pm.subset_hook_caller(hook, remove_plugins=[p for p in off if p is not None])
-    return caller(**kwargs)
+    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
 
 
 def customer_dict(customer) -> dict[str, Any]:

@@ -91,14 +91,7 @@ def pos_customer(session: Session, customer) -> PosCustomer:
 def ask(hook: str, **kwargs) -> Any:
     """The first answer other than None to a `pos_` hook, in pluggy's order (so `tryfirst`/`trylast` count),
     from enabled modules and from plugins registered without a module."""
-    host = current_app.extensions["bigledger"]
-    enabled = set(enabled_modules())
-    for impl in reversed(getattr(host.pm.hook, hook).get_hookimpls()):
-        if impl.plugin_name in enabled or impl.plugin_name not in host.manifests:
-            answer = impl.function(**{name: kwargs[name] for name in impl.argnames})
-            if answer is not None:
-                return answer
-    return None
+    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
 
 
 def recent_since(now: dt.datetime) -> dt.datetime:
