@@ -156,6 +156,26 @@ def crm_deal_warnings(deal):
     customer is on credit hold) or None; they never stop the deal. Must not change the database."""
 
 
+@hookspec
+def crm_deal_panels(deal):
+    """Called when a deal's page is shown and for `GET /api/v1/crm/deal/<id>/extras`. `deal` is a
+    `plugins.crm.pipeline.models.Deal`. Return panels as `crm_customer_panels` does (e.g. the delivery project of
+    a won deal with its milestones). Keep it to a few quick queries; must not change the database."""
+
+
+@hookspec
+def crm_deal_line_checks(deal, lines):
+    """Called when a deal's line items are shown (the deal's page, `GET /api/v1/crm/deal/<id>/extras`) and when a
+    line is added or changed on the screen or through `/api/v1/crm/deal_line/`. `deal` is a
+    `plugins.crm.pipeline.models.Deal`, `lines` a list of its `DealLine`s (a line being added has no id yet).
+    Return a list of dicts, one for each line you know about: `line` (the line's index in `lines`), `status`
+    ("available", "short", "unavailable" or "unknown"), `message` (translated) and optionally `available` (the
+    `Decimal` quantity on hand), `price` (the `Decimal` unit price for this customer and quantity), `currency` and
+    `price_list` (its name). A line added without a unit price takes the first `price` offered in the deal's
+    currency; a "short" or "unavailable" line is flagged on the page and its message is a warning in the answer to
+    the user who saved it. Must not change the database."""
+
+
 @hookspec(firstresult=True)
 def crm_exchange_rate(from_currency, to_currency, on):
     """firstresult. Called when a report converts amounts into one currency (never for the same currency).

@@ -31,8 +31,12 @@ from .models import (
 from .services import (
     PipelineError,
     StageChangeRefused,
+    check_line,
+    checks_json,
     create_deal,
+    deal_panels,
     deal_warnings,
+    line_checks,
     load_pipeline,
     lose_deal,
     move_deal,
@@ -83,8 +87,40 @@ def _child_api(model, name: str, columns: list[str]):
     return ChildApi
 
 
-DealLineApi = _child_api(DealLine, "deal_line", ["deal_id", "position", "product", "product_code", "quantity",
-                                                 "unit_price", "discount", "billing_period", "term_months"])
+_DealLineBase = _child_api(DealLine, "deal_line", ["deal_id", "position", "product", "product_code", "quantity",
+                                                   "unit_price", "discount", "billing_period", "term_months"])
+
+
+class DealLineApi(_DealLineBase):
+    """Line items. A line added without a unit price takes the price a module offers for this customer; the answer
+    to a save carries `warnings` for a product that is short or unavailable (`crm_deal_line_checks`)."""
+
+    def pre_add(self, item):
+        super().pre_add(item)
+        g.crm_line_warnings = check_line(db.session.get(Deal, item.deal_id), item, adding=True)
+
+    def pre_update(self, item):
+        super().pre_update(item)
+        g.crm_line_warnings = check_line(db.session.get(Deal, item.deal_id), item, adding=False)
+
+    def post_headless(self):
+        return _with_warnings(super().post_headless, 201)
+
+    def put_headless(self, pk):
+        return _with_warnings(lambda: super(DealLineApi, self).put_headless(pk), 200)
+
+
+def _with_warnings(call, ok: int):
+    g.crm_line_warnings = []
+    response = call()
+    if response.status_code == ok:
+        body = response.get_json()
+        body["warnings"] = g.crm_line_warnings
+        response.set_data(json.dumps(body))
+    return response
+
+
+DealLineApi.__name__ = "DealLineApi"
 DealContactApi = _child_api(DealContact, "deal_contact", ["deal_id", "contact_id", "role_id"])
 DealCompetitorApi = _child_api(DealCompetitor, "deal_competitor",
                                ["deal_id", "competitor_id", "notes", "strengths", "weaknesses"])
@@ -211,7 +247,8 @@ class DealApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
     resource_name = "crm/deal"
     datamodel = SQLAInterface(Deal)
     class_permission_name = "CrmDeal"
-    method_permission_name = {**_CRUD, "move": "put", "win": "put", "lose": "put", "reopen": "put"}
+    method_permission_name = {**_CRUD, "move": "put", "win": "put", "lose": "put", "reopen": "put",
+                              "extras": "get"}
     list_columns = ["id", "name", "company_id", "contact_id", "pipeline_id", "stage_id", "status", "currency",
                     "amount", "mrr", "probability", "expected_close", "owner_id", "team_id", "version"]
     show_columns = [*list_columns, "probability_reason", "forecast_category", "closed_at", "close_reason",
@@ -253,6 +290,25 @@ class DealApi(_NullableColumns, OwnedRecordsMixin, ModelRestApi):
             body["warnings"] = g.crm_deal_warnings
             response.set_data(json.dumps(body))
         return response
+
+    @expose("/<int:pk>/extras", methods=["GET"])
+    @protect()
+    @safe
+    def extras(self, pk):
+        """What other modules add to a deal: panels and the check of every line item.
+        ---
+        get:
+          parameters:
+          - {in: path, name: pk, required: true, schema: {type: integer}}
+          responses:
+            200: {description: "`panels` (module, title, rows) and `lines` (line_id, product, flagged, checks)"}
+            404: {description: no such deal you may see}
+        """
+        deal = visible_record(Deal, pk, g.user, db.session)
+        if deal is None:
+            return self.response_404()
+        lines = list(deal.lines)
+        return self.response(200, panels=deal_panels(deal), lines=checks_json(line_checks(deal, lines), lines))
 
     def pre_update(self, item):
         _check_version(item)

@@ -239,17 +239,69 @@ def _vetoes(deal: Deal, target: Stage) -> list[str]:
 def deal_warnings(deal: Deal) -> list[str]:
     """Every enabled module's warnings about a deal just created (`crm_deal_warnings`, e.g. a credit hold);
     they are shown to the user and never stop the deal."""
-    if not has_app_context():
-        return []
-    from bigledger_core.modules import enabled_modules
-
-    host = current_app.extensions["bigledger"]
     warnings: list[str] = []
-    for _plugin, answer in host.call_each("crm_deal_warnings", modules=enabled_modules(), deal=deal):
+    for _plugin, answer in _each_module("crm_deal_warnings", deal=deal):
         if isinstance(answer, str):
             answer = [answer]
         warnings += [str(a) for a in answer or [] if a]
     return warnings
+
+
+def _each_module(hook: str, **kwargs) -> list[tuple[str, object]]:
+    """(module, answer) of every enabled module implementing a CRM extension hook."""
+    if not has_app_context():
+        return []
+    from bigledger_core.modules import enabled_modules
+
+    return current_app.extensions["bigledger"].call_each(hook, modules=enabled_modules(), **kwargs)
+
+
+def deal_panels(deal: Deal) -> list[dict]:
+    """The panels enabled modules show on a deal's page (`crm_deal_panels`), each with its `module`."""
+    return [{"module": plugin, **panel} for plugin, answer in _each_module("crm_deal_panels", deal=deal)
+            for panel in answer or []]
+
+
+FLAGGED_LINE = frozenset({"short", "unavailable"})
+
+
+def line_checks(deal: Deal, lines: list[DealLine]) -> list[list[dict]]:
+    """What enabled modules say about each line (`crm_deal_line_checks`: availability, price): one list of checks
+    per line, in the order of `lines`, each check with its `module`."""
+    checks: list[list[dict]] = [[] for _ in lines]
+    if not lines:
+        return checks
+    for plugin, answer in _each_module("crm_deal_line_checks", deal=deal, lines=list(lines)):
+        for check in answer or []:
+            index = check.get("line")
+            if isinstance(index, int) and 0 <= index < len(lines):
+                checks[index].append({"module": plugin, **check})
+    return checks
+
+
+def check_line(deal: Deal, line: DealLine, *, adding: bool) -> list[str]:
+    """Ask the modules about a line being saved: a new line without a unit price takes the first price offered
+    in the deal's currency; returns the warnings of a short or unavailable product."""
+    checks = line_checks(deal, [line])[0]
+    if adding and not line.unit_price:
+        for check in checks:
+            if check.get("price") is not None and check.get("currency") in (None, deal.currency):
+                line.unit_price = Decimal(check["price"])
+                break
+    return [str(check["message"]) for check in checks
+            if check.get("status") in FLAGGED_LINE and check.get("message")]
+
+
+def checks_json(checks: list[list[dict]], lines: list[DealLine]) -> list[dict]:
+    """Line checks as JSON: per line its id, product and the modules' checks (amounts as strings)."""
+    def plain(value):
+        return str(value) if isinstance(value, Decimal) else value
+
+    return [{"line_id": line.id, "product": line.product, "product_code": line.product_code,
+             "flagged": any(c.get("status") in FLAGGED_LINE for c in line_checks_),
+             "checks": [{key: plain(value) for key, value in check.items() if key != "line"}
+                        for check in line_checks_]}
+            for line, line_checks_ in zip(lines, checks, strict=True)]
 
 
 def exchange_rate(from_currency: str, to_currency: str, on: dt.date) -> Decimal | None:

@@ -15,6 +15,7 @@ from wtforms import SelectField
 from wtforms.validators import Optional
 
 from bigledger_core.db import db
+from bigledger_core.i18n import current_locale
 from bigledger_core.security import OwnedRecordsMixin, visible_record
 
 from ..forms import ListExportMixin
@@ -33,8 +34,12 @@ from .models import (
 from .services import (
     PipelineError,
     StageChangeRefused,
+    check_line,
+    checks_json,
     create_deal,
+    deal_panels,
     deal_warnings,
+    line_checks,
     load_pipeline,
     lose_deal,
     move_deal,
@@ -101,6 +106,16 @@ class DealLineView(_VisibleDealChild, ModelView):
     label_columns = DEAL_LABELS
     add_form_extra_fields = edit_form_extra_fields = {"billing_period": _select(DEAL_LABELS["billing_period"],
                                                                                 PERIOD_LABELS)}
+
+    def pre_add(self, item):
+        deal = _visible_deal(item.deal_id or (item.deal.id if item.deal else None))
+        for warning in check_line(deal, item, adding=True):
+            flash(warning, "warning")
+
+    def pre_update(self, item):
+        deal = _visible_deal(item.deal_id)
+        for warning in check_line(deal, item, adding=False):
+            flash(warning, "warning")
 
 
 class DealContactView(_VisibleDealChild, ModelView):
@@ -196,7 +211,9 @@ class DealView(ListExportMixin, OwnedRecordsMixin, ModelView):
                            "status_labels": STATUS_LABELS,
                        "competitors": db.session.scalars(select(Competitor).order_by(Competitor.name)).all(),
                        "open_tasks": db.session.scalars(select(Activity).where(
-                           Activity.deal_id == deal.id, Activity.done.is_(False)).order_by(Activity.due_at)).all()}
+                           Activity.deal_id == deal.id, Activity.done.is_(False)).order_by(Activity.due_at)).all(),
+                       "panels": deal_panels(deal), "locale": current_locale(),
+                       "line_checks": checks_json(line_checks(deal, deal.lines), deal.lines)}
         return super().show(pk)
 
     def render_template(self, template, **kwargs):
