@@ -184,6 +184,33 @@ def crm_exchange_rate(from_currency, to_currency, on):
     names the missing pair as an error)."""
 
 
+# -- CRM services: the CRM answers, other modules ask (bridges know the CRM through these and its events) -----
+
+@hookspec(firstresult=True)
+def crm_customers(company_ids, contact_ids, external_ids):
+    """firstresult, answered by the CRM. Who these companies and contacts (and those whose `external_id`, the id
+    another system gave them, is in `external_ids`; pass () for none) are, read in one go: a dict with
+    `companies` and `contacts`, each {id: {"id", "name", "external_id", "merged_into", "phones", "emails"}}, where
+    `merged_into` is the surviving record's id when the record was merged away (else None), `phones` the E.164
+    numbers and `emails` the normalized addresses, primary first. Ids that do not exist are left out. Ask it
+    through `PluginHost.ask`."""
+
+
+@hookspec(firstresult=True)
+def crm_find_contact(phone, email):
+    """firstresult, answered by the CRM. The id of the contact (never one merged away) with this phone number
+    (E.164, see `bigledger_core.normalize.parse_phone`), else with this e-mail address (normalized), primary
+    numbers and addresses first, then the oldest contact; None when nobody matches. Either may be None."""
+
+
+@hookspec(firstresult=True)
+def crm_create_contact(data):
+    """firstresult, answered by the CRM. Create a contact as the CRM's own screens do (normalized, with its pinyin,
+    `crm_contact_created` emitted in the caller's transaction) and return its id. `data`: `full_name`
+    (required), optionally `phone` (E.164 or as written), `email`, `title`, `owner_id`. A bad value raises a
+    `bigledger_core.errors.BigLedgerError` whose message, translated, names the field; nothing is written."""
+
+
 # -- CRM events: delivered after the change commits ---------------------------------------------------
 
 @hookspec

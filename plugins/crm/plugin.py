@@ -128,3 +128,30 @@ def bigledger_inbound_message(event):
     handle(event)
     handle_inbound(event)
 
+
+
+@hookimpl
+def crm_customers(company_ids, contact_ids, external_ids):
+    from bigledger_core.db import db
+
+    from .customer_services import customers
+
+    return customers(db.session, company_ids, contact_ids, external_ids)
+
+
+@hookimpl
+def crm_find_contact(phone, email):
+    from bigledger_core.db import db
+
+    from .customer_services import find_contact
+
+    return find_contact(db.session, phone, email)
+
+
+@hookimpl
+def crm_create_contact(data):
+    from bigledger_core.db import db
+
+    from .customer_services import create_contact
+
+    return create_contact(db.session, data)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from .models import Invoice
 from .services import (
     create_invoice,
+    crm_customers,
     issue_invoice,
     record_payment,
     set_credit_hold,
@@ -37,11 +38,8 @@ RATES = [("USD", "CNY", "7.1000"), ("MYR", "CNY", "1.5500"), ("SGD", "CNY", "5.3
 
 def load(session, users) -> None:
     """Add the demo invoices, payments, credit hold and rates once (an invoice is known by its key)."""
-    from plugins.crm.models import Company
-
-    companies = {ext: (cid, name) for cid, ext, name in session.execute(
-        select(Company.id, Company.external_id, Company.name)
-        .where(Company.external_id.in_({row[1] for row in INVOICES} | {h[0] for h in HOLDS})))}
+    found = crm_customers(external_ids={row[1] for row in INVOICES} | {h[0] for h in HOLDS})["companies"]
+    companies = {c["external_id"]: (c["id"], c["name"]) for c in found.values()}
     done = set(session.scalars(select(Invoice.idempotency_key).where(
         Invoice.idempotency_key.in_([row[0] for row in INVOICES]))))
     now = dt.datetime.now(dt.UTC)

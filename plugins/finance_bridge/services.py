@@ -61,19 +61,23 @@ def customer_dict(customer) -> dict[str, Any]:
             "company_ids": list(customer.company_ids), "contact_ids": list(customer.contact_ids)}
 
 
-def _customer(session: Session, company_id: int | None, contact_id: int | None) -> dict[str, Any]:
-    """Who a deal is invoiced to: its company (else its contact), by CRM id, name and external id."""
-    from plugins.crm.models import Company, Contact
+def crm_customers(company_ids=(), contact_ids=(), external_ids=()) -> dict[str, dict]:
+    """Who CRM companies and contacts are (`crm_customers`, answered by the CRM): the bridge reads no CRM table."""
+    return ask_finance("crm_customers", company_ids=list(company_ids), contact_ids=list(contact_ids),
+                       external_ids=list(external_ids)) or {"companies": {}, "contacts": {}}
 
+
+def _customer(company_id: int | None, contact_id: int | None) -> dict[str, Any]:
+    """Who a deal is invoiced to: its company (else its contact), by CRM id, name and external id."""
     name = external_id = None
     if company_id is not None:
-        row = session.execute(select(Company.name, Company.external_id).where(Company.id == company_id)).first()
-        if row is not None:
-            name, external_id = row
+        record = crm_customers(company_ids=[company_id])["companies"].get(company_id)
     elif contact_id is not None:
-        row = session.execute(select(Contact.full_name, Contact.external_id).where(Contact.id == contact_id)).first()
-        if row is not None:
-            name, external_id = row
+        record = crm_customers(contact_ids=[contact_id])["contacts"].get(contact_id)
+    else:
+        record = None
+    if record is not None:
+        name, external_id = record["name"], record["external_id"]
     return {"company_id": company_id, "contact_id": contact_id, "name": name, "external_id": external_id}
 
 
@@ -89,7 +93,7 @@ def invoice_request(session: Session, payload: dict[str, Any], *, kind: str = "d
                       "unit_price": money(payload["amount"]), "discount": Decimal(0),
                       "amount": money(payload["amount"])})
     return {"idempotency_key": f"crm-{kind}-{payload['id']}",
-            "customer": _customer(session, payload.get("company_id"), payload.get("contact_id")),
+            "customer": _customer(payload.get("company_id"), payload.get("contact_id")),
             "currency": payload["currency"], "payment_terms_days": DEFAULT_PAYMENT_TERMS_DAYS, "lines": lines,
             "reference": payload["name"], "source": {"kind": kind, "id": payload["id"]}}
 

@@ -10,12 +10,11 @@ import datetime as dt
 from typing import Any
 
 from flask import current_app, g, has_request_context
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import in_ids
 from bigledger_core.modules import enabled_modules
-from plugins.crm.models import Email, Phone
 
 from .models import LoyaltyCard
 
@@ -68,14 +67,15 @@ class PosCustomer:
 def _identities(session: Session, ids: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
     found: dict[str, list[str]] = {"phone": [], "email": [], "card": []}
     if ids:
-        rows = session.execute(union_all(
-            select(literal("phone").label("kind"), Phone.e164.label("value"))
-            .where(in_ids(session, Phone.contact_id, ids), Phone.e164.is_not(None)),
-            select(literal("email"), Email.address).where(in_ids(session, Email.contact_id, ids)),
-            select(literal("card"), LoyaltyCard.number).where(in_ids(session, LoyaltyCard.contact_id, ids))))
-        for kind, value in rows:
-            if value not in found[kind]:
-                found[kind].append(value)
+        people = (ask("crm_customers", company_ids=[], contact_ids=list(ids), external_ids=[]) or {}).get("contacts", {})
+        for contact_id in ids:
+            person = people.get(contact_id) or {}
+            found["phone"] += [p for p in person.get("phones", ()) if p not in found["phone"]]
+            found["email"] += [e for e in person.get("emails", ()) if e not in found["email"]]
+        for number in session.scalars(select(LoyaltyCard.number).where(in_ids(session, LoyaltyCard.contact_id, ids))
+                                      .order_by(LoyaltyCard.id)):
+            if number not in found["card"]:
+                found["card"].append(number)
     return {kind: tuple(values) for kind, values in found.items()}
 
 

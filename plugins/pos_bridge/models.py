@@ -21,7 +21,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bigledger_core.db import utcnow
-from plugins.crm.models import Contact
 
 
 class PosSale(Model):
@@ -48,7 +47,8 @@ class PosSale(Model):
 
     lines: Mapped[list[PosSaleLine]] = relationship(back_populates="sale", cascade="all, delete-orphan",
                                                     order_by="PosSaleLine.position")
-    contact: Mapped[Contact | None] = relationship(Contact, viewonly=True)
+    # the CRM contact, by the CRM model's name: the Store sales screen shows who bought (read only)
+    contact = relationship("Contact", viewonly=True)
 
 
 class PosSaleLine(Model):

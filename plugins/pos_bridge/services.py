@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bigledger_core.errors import BigLedgerError
-from plugins.crm.models import Contact, Email, Phone
-from plugins.crm.normalize import InvalidValue, normalize_email, parse_phone
+from bigledger_core.modules import enabled_modules
+from bigledger_core.normalize import InvalidValue, normalize_email, parse_phone
 
 from .models import LoyaltyCard, PosSale, PosSaleLine
 
@@ -242,15 +242,23 @@ def clean_sale(data: Any) -> SaleInput:
 
 # -- matching ------------------------------------------------------------------------------------------
 
-def _survivor(session: Session, contact_id: int | None) -> int | None:
-    """The contact itself, or the one it was merged into."""
+def _crm(hook: str, **kwargs) -> Any:
+    """Ask the CRM (its `crm_` service hooks): the bridge reads and writes no CRM table itself."""
+    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+
+
+def _survivor(contact_id: int | None) -> int | None:
+    """The contact itself, or the one it was merged into (None when it no longer exists)."""
     seen = set()
     while contact_id is not None and contact_id not in seen:
         seen.add(contact_id)
-        merged_into = session.scalar(select(Contact.merged_into_id).where(Contact.id == contact_id))
-        if merged_into is None:
+        found = (_crm("crm_customers", company_ids=[], contact_ids=[contact_id], external_ids=[]) or {}) \
+            .get("contacts", {}).get(contact_id)
+        if found is None:
+            return None
+        if found["merged_into"] is None:
             return contact_id
-        contact_id = merged_into
+        contact_id = found["merged_into"]
     return contact_id
 
 
@@ -259,32 +267,23 @@ def match_contact(session: Session, sale: SaleInput) -> tuple[int | None, str | 
     if sale.card:
         holder = session.scalar(select(LoyaltyCard.contact_id).where(LoyaltyCard.number == sale.card))
         if holder is not None:
-            return _survivor(session, holder), "card"
+            survivor = _survivor(holder)
+            if survivor is not None:
+                return survivor, "card"
     if sale.phone:
-        found = session.scalar(select(Phone.contact_id).join(Contact, Contact.id == Phone.contact_id)
-                               .where(Phone.e164 == sale.phone, Contact.merged_into_id.is_(None))
-                               .order_by(Phone.is_primary.desc(), Contact.id).limit(1))
+        found = _crm("crm_find_contact", phone=sale.phone, email=None)
         if found is not None:
             return found, "phone"
     if sale.email:
-        found = session.scalar(select(Email.contact_id).join(Contact, Contact.id == Email.contact_id)
-                               .where(Email.address == sale.email, Contact.merged_into_id.is_(None))
-                               .order_by(Email.is_primary.desc(), Contact.id).limit(1))
+        found = _crm("crm_find_contact", phone=None, email=sale.email)
         if found is not None:
             return found, "email"
     return None, None
 
 
-def _new_contact(session: Session, sale: SaleInput) -> int:
+def _new_contact(sale: SaleInput) -> int:
     who = sale.name or gettext("POS customer %(id)s", id=sale.card or sale.phone or sale.email)
-    contact = Contact(full_name=who)
-    session.add(contact)
-    session.flush()
-    if sale.phone:
-        session.add(Phone(contact_id=contact.id, kind="mobile", raw=sale.phone, is_primary=True))
-    if sale.email:
-        session.add(Email(contact_id=contact.id, kind="personal", address=sale.email, is_primary=True))
-    return contact.id
+    return _crm("crm_create_contact", data={"full_name": who[:200], "phone": sale.phone, "email": sale.email})
 
 
 def _update_card(session: Session, sale: SaleInput, contact_id: int | None) -> None:
@@ -318,7 +317,7 @@ def record_sale(session: Session, data: Any, *, create_contacts: bool | None = N
         with session.begin_nested():
             contact_id, matched_by = match_contact(session, sale)
             if contact_id is None and create_contacts and (sale.card or sale.phone or sale.email):
-                contact_id, matched_by = _new_contact(session, sale), "created"
+                contact_id, matched_by = _new_contact(sale), "created"
             row = PosSale(store=sale.store, receipt=sale.receipt, sold_at=sale.sold_at, total=sale.total,
                           currency=sale.currency, card=sale.card, phone=sale.phone, email=sale.email,
                           contact_id=contact_id, matched_by=matched_by,
