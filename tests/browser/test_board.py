@@ -126,3 +126,20 @@ def test_quick_create_and_load_more(app, live_server, page, board):
     with app.app_context():
         deal = db.session.query(Deal).filter_by(name="年度维保").one()
         assert deal.stage_id == board["stages"][0] and deal.amount == 8800
+
+    # a customer on credit hold: the deal is created all the same, and the board says what to watch
+    from plugins.finance_bridge.services import set_credit_hold
+
+    with app.app_context():
+        company_id = db.session.query(Company.id).scalar()
+        set_credit_hold(db.session, company_id, True, "逾期 90 天 / 90 days overdue")
+        db.session.commit()
+    form.locator("input[name=name]").fill("备件采购")
+    form.locator("input[name=customer_q]").fill("华信")
+    page.wait_for_function("document.querySelector('#bl-quick-create select[name=customer]').value !== ''")
+    form.locator("button[type=submit]").click()
+    warning = page.locator("#bl-board-message.alert-warning")
+    warning.wait_for()
+    expect(warning).to_contain_text("备件采购")
+    expect(warning.locator("ul.bl-reasons li")).to_contain_text("90 days overdue")
+    assert "备件采购" in first.locator("li.bl-card").first.inner_text()

@@ -401,6 +401,7 @@ def _strings() -> dict:
         "saved": gettext("Moved to “%(stage)s”."), "refused": gettext("The move was refused:"),
         "failed": gettext("The board could not reach the server: try again."),
         "winCancelled": gettext("Not moved: a won deal needs a reason."), "created": gettext("Deal “%(name)s” created."),
+        "createdWithWarnings": gettext("Deal “%(name)s” created. Please note:"),
         "weighted": gettext("weighted"), "noMatch": gettext("No match"),
         "chooseCustomer": gettext("Type to search companies and contacts"),
         "company": gettext("Company"), "contact": gettext("Contact"),

@@ -304,7 +304,12 @@
         column.offset += 1;
         form.elements.name.value = "";
         form.elements.amount.value = "";
-        say("success", format(S.created, {name: card.name}));
+        var warnings = answer.payload.warnings || [];
+        if (warnings.length) {
+          say("warning", format(S.createdWithWarnings, {name: card.name}), warnings);
+        } else {
+          say("success", format(S.created, {name: card.name}));
+        }
         refreshTotals();
       }, function () {
         button.disabled = false;
