@@ -467,6 +467,17 @@ def test_the_forecast_in_one_currency_converts_with_finance_rates_and_names_a_mi
     converted = client.get(query, headers=h).get_json()
     assert converted["currency"] == "CNY"
     assert [(r["period"], r["pipeline"]) for r in converted["result"]] == [("2026-02", "17100.00")]
+    login(client, "boss")
+    client.get("/lang/en")
+    page = client.get("/crm/forecast/?period=month&date_from=2026-01-01&date_to=2026-03-31&report_currency=CNY")
+    html = page.get_data(as_text=True)
+    picker = html[html.index('id="bl-report-currency"'):]
+    picker = picker[:picker.index("</select>")]
+    assert '<option value="CNY" selected>' in picker and '<option value="USD">' in picker
+    assert "17,100" in html or "17100" in html
+    missing_rate = client.get("/crm/forecast/?period=month&date_from=2026-01-01&date_to=2026-03-31"
+                              "&report_currency=EUR").get_data(as_text=True)
+    assert 'id="bl-forecast-error"' in missing_rate and "CNY → EUR" in missing_rate
 
     with app.test_request_context():  # the inverse rate serves the other direction
         from plugins.crm.pipeline.services import exchange_rate

@@ -260,6 +260,10 @@ def bar_list(rows: list[tuple[str, float, str]], *, chart_id: str, title: str, c
     return Markup("".join(parts))
 
 
+# offered on the screen for converting every deal into one currency (with rates a module supplies)
+REPORT_CURRENCIES = ("CNY", "USD", "EUR", "HKD", "SGD", "MYR", "THB", "IDR", "VND", "PHP", "JPY")
+
+
 def _percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.1f}%"
 
@@ -293,7 +297,10 @@ def _page(params: dict[str, Any]) -> dict[str, Any]:
     stage_chart = bar_list(
         [(_localized(s["stage"], s["stage_en"]), s["avg_days"], gettext("%(days)s days", days=s["avg_days"]))
          for s in stays], chart_id="bl-stage-time-chart", title=gettext("Average time in stage"), colour="#fd8d3c")
+    report_currencies = sorted({code for code, _count in currency_list} | set(REPORT_CURRENCIES)
+                               | ({params["report_currency"]} if params["report_currency"] else set()))
     return {"params": params, "currency": currency, "currencies": currency_list, "rows": rows,
+            "report_currencies": report_currencies,
             "totals": totals(rows), "pipelines": pipelines, "pipeline_id": pipeline_id, "conversion": conversion,
             "metrics": metrics, "chart": chart, "conversion_chart": conversion_chart, "stage_chart": stage_chart,
             "figures": FIGURES, "period_labels": PERIOD_LABELS, "group_labels": GROUP_LABELS,
