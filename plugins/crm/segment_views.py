@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flask import abort, g, request, url_for
+from flask import abort, current_app, g, request, url_for
 from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.fieldwidgets import Select2Widget
@@ -21,11 +21,13 @@ from wtforms.validators import DataRequired, InputRequired
 from wtforms.widgets import TextArea
 
 from bigledger_core.db import db
+from bigledger_core.i18n import current_locale
 from bigledger_core.security import OwnedRecordsMixin, visibility_clause
 
 from .models import Contact, Segment
 from .segments import (
     ENTITIES,
+    field_reference,
     member_count,
     member_counts,
     members,
@@ -75,12 +77,57 @@ class DefinitionField(TextAreaField):
                                      line=exc.lineno, column=exc.colno)) from None
 
 
+FIELD_LABELS = {**LABELS, "company": _l("Company"), "city": _l("City"), "province": _l("Province"),
+                "email_domain": _l("E-mail domain"), "created_at": _l("Created"), "tag": _l("Tag"),
+                "last_activity": _l("Last activity (days)")}
+
+
+def _label(row: dict[str, Any], locale: str) -> str:
+    if row["label"]:
+        return row["label"].get(locale) or row["label"].get("en") or row["field"]
+    return str(FIELD_LABELS.get(row["field"], row["field"]))
+
+
+def _source(name: str, locale: str) -> str:
+    if name == "crm":
+        return gettext("CRM")
+    if name == "custom":
+        return gettext("Custom field")
+    manifest = current_app.extensions["bigledger"].manifests.get(name)
+    return manifest.label_for(locale) if manifest is not None else name
+
+
+class FieldReference:
+    """The definition's help on the segment form: an example, then every field rules may use for each record
+    type (standard, custom, and those enabled modules contribute), read when the form is shown."""
+
+    def __html__(self) -> str:
+        locale = current_locale()
+        parts = [Markup("{}<details class='bl-segment-fields'><summary>{}</summary>").format(
+            gettext("Rules as JSON, for example %(example)s", example=EXAMPLE), gettext("Fields rules may use"))]
+        for entity, title in ENTITY_LABELS.items():
+            parts.append(Markup("<h5>{}</h5><table class='table table-condensed' data-entity='{}'><tr><th>{}</th>"
+                                "<th>{}</th><th>{}</th><th>{}</th></tr>").format(
+                title, entity, gettext("Field"), gettext("Meaning"), gettext("Operators"), gettext("From")))
+            for row in field_reference(db.session, entity):
+                parts.append(Markup("<tr data-field='{}' data-source='{}'><td><code>{}</code></td><td>{}</td>"
+                                    "<td>{}</td><td>{}</td></tr>").format(
+                    row["field"], row["source"], row["field"], _label(row, locale), ", ".join(row["ops"]),
+                    _source(row["source"], locale)))
+            parts.append(Markup("</table>"))
+        parts.append(Markup("</details>"))
+        return str(Markup("").join(parts))
+
+    def __str__(self) -> str:
+        return gettext("Rules as JSON, for example %(example)s", example=EXAMPLE)
+
+
 def _form_fields() -> dict[str, Any]:
     return {
         "entity": SelectField(_l("Record type"), choices=[(k, v) for k, v in ENTITY_LABELS.items()],
                               validators=[DataRequired()], widget=Select2Widget()),
         "definition": DefinitionField(_l("Definition"), validators=[InputRequired()], widget=_JSONTextArea(),
-                                      description=_l("Rules as JSON, for example %(example)s", example=EXAMPLE)),
+                                      description=FieldReference()),
     }
 
 
@@ -228,8 +275,28 @@ class SegmentApi(_CheckedDefinition, _NullableColumns, OwnedRecordsMixin, ModelR
     search_columns = ["name", "entity", "owner_id", "team_id"]
     order_columns = ["name", "id"]
     openapi_spec_tag = "CRM"
+    method_permission_name = {"get_list": "get", "get": "get", "post": "post", "put": "put", "delete": "delete",
+                              "info": "info", "fields": "get"}
 
     refusal = BadRequest  # answered 400 with the reasons
+
+    @expose("/fields", methods=["GET"])
+    @protect()
+    @safe
+    def fields(self):
+        """The fields segment rules may use for a record type: standard, custom and contributed by modules.
+        ---
+        get:
+          parameters:
+          - {in: query, name: entity, required: true, schema: {type: string, enum: [contact, company]}}
+          responses:
+            200: {description: "`result`: field, ops, source (crm, custom or a module), label"}
+            400: {description: unknown record type}
+        """
+        entity = request.args.get("entity", "contact")
+        if entity not in ENTITIES:
+            return self.response_400(message=gettext("entity: must be contact or company"))
+        return self.response(200, entity=entity, result=field_reference(db.session, entity))
 
 
 class SegmentMembersApi(BaseApi):

@@ -134,6 +134,27 @@ def contributed_conditions(entity: str) -> dict[str, dict]:
             for condition in answer or [] if condition.get("entity", "contact") == entity}
 
 
+def field_reference(session: Session, entity: str) -> list[dict[str, Any]]:
+    """Every field a segment of `entity` may use, in the order the segment screen lists them: dicts with `field`
+    (as written in a rule), `ops`, `source` ("crm", "custom" or the contributing module) and, for custom and
+    contributed fields, `label` ({"zh", "en"})."""
+    fields: list[dict[str, Any]] = [{"field": name, "ops": list(spec.ops), "source": "crm", "label": None}
+                                    for name, spec in STANDARD_FIELDS[entity].items()]
+    fields += [{"field": "tag", "ops": list(TAG_OPS), "source": "crm", "label": None},
+               {"field": "last_activity", "ops": list(ACTIVITY_OPS), "source": "crm", "label": None}]
+    fields += [{"field": f"custom:{field.key}", "ops": list(CUSTOM_OPS.get(field.type, ())), "source": "custom",
+                "label": {"zh": field.label, "en": field.label_en or field.label}}
+               for field in sorted(_custom_fields(session, entity).values(), key=lambda f: f.key)]
+    if has_app_context():
+        from bigledger_core.modules import enabled_modules
+
+        host = current_app.extensions["bigledger"]
+        for plugin, answer in host.call_each("crm_segment_conditions", modules=enabled_modules()):
+            fields += [{"field": c["field"], "ops": list(c["ops"]), "source": plugin, "label": dict(c["label"])}
+                       for c in answer or [] if c.get("entity", "contact") == entity]
+    return fields
+
+
 def _contributed_value(condition: dict, op: str, value: Any) -> Any:
     try:
         return condition["check"](op, value)

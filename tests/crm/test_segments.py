@@ -609,3 +609,27 @@ def test_segment_screens(segment_app, client, world):
     assert WANG in page and ZHANG not in page and re.search(r'class="bl-count">1<', page)
     listing = client.get("/segmentview/list/").get_data(as_text=True)
     assert "我的贵宾" in listing and f"/crm/segment/{pk}/members" not in listing
+
+
+def test_the_segment_form_and_api_list_every_field_rules_may_use_with_those_modules_add(segment_app, client, world):
+    login(client, "mkt")
+    for language, spent, source, vip in (("en", "Spent in stores in the last N days", "POS bridge", "VIP"),
+                                         ("zh", "最近 N 天门店消费金额", "销售终端桥接", "贵宾")):
+        client.get(f"/lang/{language}")
+        form = client.get("/segmentview/add").get_data(as_text=True)
+        contacts = form[form.index("data-entity='contact'"):form.index("data-entity='company'")]
+        row = contacts[contacts.index("data-field='pos_spent'"):]
+        row = row[:row.index("</tr>")]
+        assert spent in row and source in row and "gt" in row
+        vip_row = contacts[contacts.index("data-field='custom:vip'"):]
+        assert vip in vip_row[:vip_row.index("</tr>")]
+        companies = form[form.index("data-entity='company'"):]
+        assert "data-field='custom:score'" in companies and "data-field='pos_spent'" not in companies
+    h = auth(client, "mkt")
+    fields = client.get("/api/v1/crm/segment/fields", query_string={"entity": "contact"}, headers=h).get_json()
+    by_name = {f["field"]: f for f in fields["result"]}
+    assert by_name["pos_spent"]["source"] == "pos_bridge" and "gt" in by_name["pos_spent"]["ops"]
+    assert by_name["custom:wechat"]["label"] == {"zh": "微信号", "en": "WeChat ID"}
+    assert by_name["last_activity"]["ops"] == ["within_days", "not_within_days"]
+    bad = client.get("/api/v1/crm/segment/fields", query_string={"entity": "deal"}, headers=h)
+    assert bad.status_code == 400 and "entity" in bad.get_json()["message"]
