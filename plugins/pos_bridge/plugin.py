@@ -21,13 +21,17 @@ def bigledger_migration_dirs():
 
 @hookimpl
 def bigledger_register_views(appbuilder):
+    from flask import current_app
     from flask_babel import lazy_gettext as _l
 
     from .api import PosSaleApi
-    from .views import PosSaleView
+    from .views import PosImportView, PosSaleView, blueprint
 
+    current_app.register_blueprint(blueprint)
     appbuilder.add_api(PosSaleApi)
     appbuilder.add_view(PosSaleView, "PosSales", label=_l("Store sales"), icon="fa-shopping-cart",
+                        category="CRM", category_label=_l("CRM"))
+    appbuilder.add_view(PosImportView, "PosImport", label=_l("Import store sales"), icon="fa-upload",
                         category="CRM", category_label=_l("CRM"))
 
 
@@ -35,8 +39,9 @@ def bigledger_register_views(appbuilder):
 def bigledger_roles():
     # a POS terminal signs in with an Integrator account and may only post sales; staff read them
     read = (r"^PosSales$", r"^(can_list|can_show|menu_access)$")
+    imports = (r"^PosImport$", r"^(can_import|menu_access)$")
     return [{"name": "Integrator", "permissions": [(r"^PosSale$", r"^can_post$")]},
-            {"name": "Sales Manager", "permissions": [read]},
+            {"name": "Sales Manager", "permissions": [read, imports]},
             {"name": "Marketing", "permissions": [read]}]
 
 

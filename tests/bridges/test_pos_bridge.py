@@ -206,6 +206,42 @@ def test_a_csv_with_a_wrong_header_imports_nothing(app, tmp_path):
     assert stored(app) == []
 
 
+def test_the_import_screen_takes_a_gbk_csv_reports_bad_rows_and_follows_the_roles(app, client, people):
+    import io
+
+    from tests.conftest import csrf_token, login
+
+    add_user(app, "manager", "Sales Manager")
+    add_user(app, "rep", "Sales Rep")
+    content = ("receipt,store,sold_at,total,currency,card,phone,email,name,tier,points\n"
+               "G-1,GZ-02,2026-11-05T10:00:00+08:00,66.00,CNY,,13800138000,,,,\n"
+               "G-2,GZ-02,2026-11-05T11:00:00+08:00,12.00,CNY,,,new.buyer@example.com,新顾客,,\n"
+               "G-3,GZ-02,yesterday,10.00,CNY,,,,,,\n").encode("gbk")
+
+    def upload(data=content, name="门店销售.csv", create=False):
+        form = {"csrf_token": csrf_token(client, "/pos/import/"), "file": (io.BytesIO(data), name)}
+        if create:
+            form["create_contacts"] = "1"
+        return client.post("/pos/import/", data=form, content_type="multipart/form-data")
+
+    login(client, "rep")
+    assert client.get("/pos/import/").status_code in (302, 403)
+    client.get("/logout/")
+    login(client, "manager")
+    client.get("/lang/en")
+    page = upload()
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "门店销售.csv" in html
+    assert 'data-count="created">2<' in html and 'data-count="rejected">1<' in html
+    assert "<td>4</td><td>sold_at</td>" in html
+    assert [(r.receipt, r.contact_id) for r in stored(app)] == [("G-1", people["zhang"]), ("G-2", None)]
+    again = upload(create=True).get_data(as_text=True)  # the same receipts are not recorded twice
+    assert 'data-count="created">0<' in again and 'data-count="duplicates">2<' in again
+    assert "is not a CSV file" in upload(name="sales.xlsx").get_data(as_text=True)
+    client.get("/lang/zh")
+    assert "导入门店销售" in client.get("/pos/import/").get_data(as_text=True)
+
+
 # -- the 360° view ---------------------------------------------------------------------------------------
 
 def _post_history(client, terminal, days_and_totals, prefix="H", **customer):
