@@ -3,6 +3,7 @@ feeding segments; a POS module registered by the deployment answers instead of t
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from plugins.crm.segments import member_count, members, validate_definition
 from plugins.crm.services import CrmValidationError
 from plugins.pos_bridge.customers import PosCustomer
 from plugins.pos_bridge.models import LoyaltyCard, PosSale, PosSaleLine
-from tests.conftest import add_user, api_token
+from tests.conftest import add_user, api_token, csrf_token, login
 
 SALES = "/api/v1/pos/sale/"
 
@@ -207,10 +208,6 @@ def test_a_csv_with_a_wrong_header_imports_nothing(app, tmp_path):
 
 
 def test_the_import_screen_takes_a_gbk_csv_reports_bad_rows_and_follows_the_roles(app, client, people):
-    import io
-
-    from tests.conftest import csrf_token, login
-
     add_user(app, "manager", "Sales Manager")
     add_user(app, "rep", "Sales Rep")
     content = ("receipt,store,sold_at,total,currency,card,phone,email,name,tier,points\n"
@@ -429,8 +426,6 @@ def test_a_merged_contacts_purchases_and_card_follow_the_survivor(app, client, p
 
 
 def test_managers_see_the_store_sales_screen_and_reps_do_not(app, client, people, terminal):
-    from tests.conftest import login
-
     client.post(SALES, json=sale("R-77", customer={"phone": "13800138000"}), headers=terminal)
     add_user(app, "manager", "Sales Manager")
     add_user(app, "rep", "Sales Rep")
