@@ -154,7 +154,22 @@ SETTINGS: list[Setting] = [
             "keeps such sales unmatched.", _bool),
     Setting("BIGLEDGER_POS_CURRENCY", "CNY",
             "Currency (ISO 4217) of POS sales posted without one, and of segment conditions on store spending."),
+    # -- finance bridge
+    Setting("BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS", 30,
+            "Payment terms (days, 0–365) of the draft invoice for a won deal, unless the company has its own on "
+            "Finance → Credit holds and terms.",
+            lambda value: _whole("BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS", value, 0, 365)),
 ]
+
+
+def _whole(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {number}")
+    return number
 
 
 def _choice(value: str, name: str, allowed: set[str]) -> str:
@@ -271,6 +286,7 @@ def build_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "BIGLEDGER_LEAD_INBOX": setting("BIGLEDGER_LEAD_INBOX"),
         "BIGLEDGER_POS_CREATE_CONTACTS": setting("BIGLEDGER_POS_CREATE_CONTACTS"),
         "BIGLEDGER_POS_CURRENCY": setting("BIGLEDGER_POS_CURRENCY").upper(),
+        "BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS": setting("BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS"),
         "WTF_CSRF_ENABLED": True,
         # no request body above this is read at all (imports take up to 50 MB, documents less)
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

@@ -122,7 +122,8 @@ def crm_timeline_entries(customer, limit):
 def crm_customer_panels(customer):
     """Called when a customer's 360° view is built. Return a list of panels: dicts with `title`
     ({"zh", "en"}) and `rows` (list of [label, value] pairs, values already formatted), optionally
-    `url`. Keep it to a few quick queries: the view must stay fast."""
+    `url` (a page of your module about this customer) with `link`, its text ({"zh", "en"}). Keep it to a few
+    quick queries: the view must stay fast."""
 
 
 @hookspec

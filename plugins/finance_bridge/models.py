@@ -127,14 +127,18 @@ class ExchangeRate(Model):
 
 
 class CreditHold(Model):
-    """Finance's hold on a company: new deals for it warn the sales rep."""
+    """Finance's terms for a company: a hold (new deals for it warn the sales rep) and its own payment terms
+    (else BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS)."""
 
     __tablename__ = "finance_credit_hold"
+    __table_args__ = (CheckConstraint("payment_terms_days IS NULL OR (payment_terms_days >= 0 "
+                                      "AND payment_terms_days <= 365)", name="ck_finance_credit_hold_terms"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     company_id: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
     on_hold: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     reason: Mapped[str | None] = mapped_column(String(300))
+    payment_terms_days: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
                                                     onupdate=utcnow)
 

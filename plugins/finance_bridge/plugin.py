@@ -103,7 +103,24 @@ def crm_customer_panels(customer):
     from .services import ask_finance, customer_dict
 
     account = ask_finance("finance_customer_account", customer=customer_dict(customer), limit=1)
-    return [panel(account)] if account else []
+    if not account:
+        return []
+    shown = panel(account)
+    if customer.kind == "company":
+        from flask import current_app, url_for
+
+        if current_app.appbuilder.sm.has_access("can_edit", "FinanceCreditHold"):
+            from sqlalchemy import select
+
+            from bigledger_core.db import db
+
+            from .models import CreditHold
+
+            held = db.session.scalar(select(CreditHold.id).where(CreditHold.company_id == customer.id))
+            shown["url"] = url_for("CreditHoldView.edit", pk=held) if held is not None \
+                else url_for("CreditHoldView.add", company_id=customer.id)
+            shown["link"] = {"zh": "设置信用冻结或付款条件", "en": "Set a credit hold or payment terms"}
+    return [shown]
 
 
 @hookimpl

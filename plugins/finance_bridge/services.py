@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from flask import current_app
+from flask import current_app, has_app_context
 from flask_babel import gettext
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,17 @@ from bigledger_core.events import emit
 from .models import CreditHold, ExchangeRate, Invoice, InvoiceLine, InvoiceLink, Payment
 
 CENT = Decimal("0.01")
-DEFAULT_PAYMENT_TERMS_DAYS = 30
+DEFAULT_PAYMENT_TERMS_DAYS = 30  # without an app (BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS sets it)
+
+
+def payment_terms(session: Session, company_id: int | None) -> int:
+    """Days a customer has to pay: the company's own terms, else BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS."""
+    own = session.scalar(select(CreditHold.payment_terms_days).where(CreditHold.company_id == company_id)) \
+        if company_id is not None else None
+    if own is not None:
+        return own
+    return int(current_app.config.get("BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS", DEFAULT_PAYMENT_TERMS_DAYS)) \
+        if has_app_context() else DEFAULT_PAYMENT_TERMS_DAYS
 
 
 class FinanceError(BigLedgerError):
@@ -94,7 +104,8 @@ def invoice_request(session: Session, payload: dict[str, Any], *, kind: str = "d
                       "amount": money(payload["amount"])})
     return {"idempotency_key": f"crm-{kind}-{payload['id']}",
             "customer": _customer(payload.get("company_id"), payload.get("contact_id")),
-            "currency": payload["currency"], "payment_terms_days": DEFAULT_PAYMENT_TERMS_DAYS, "lines": lines,
+            "currency": payload["currency"], "payment_terms_days": payment_terms(session, payload.get("company_id")),
+            "lines": lines,
             "reference": payload["name"], "source": {"kind": kind, "id": payload["id"]}}
 
 
@@ -161,7 +172,8 @@ def create_invoice(session: Session, request: dict[str, Any]) -> dict[str, Any]:
     invoice = Invoice(idempotency_key=key, company_id=customer.get("company_id"),
                       contact_id=customer.get("contact_id"),
                       customer_name=(customer.get("name") or "")[:200] or "—", currency=currency, status="draft",
-                      payment_terms_days=int(request.get("payment_terms_days") or DEFAULT_PAYMENT_TERMS_DAYS),
+                      payment_terms_days=int(DEFAULT_PAYMENT_TERMS_DAYS if request.get("payment_terms_days") is None
+                                             else request["payment_terms_days"]),
                       reference=(request.get("reference") or None), created_at=utcnow())
     for position, line in enumerate(request.get("lines") or []):
         invoice.lines.append(InvoiceLine(position=position, description=str(line["description"])[:300],

@@ -3,7 +3,7 @@
 services.py, so the screen, the API and the demo follow the same rules."""
 from __future__ import annotations
 
-from flask import flash, g, redirect
+from flask import flash, g, redirect, request
 from flask_appbuilder import ModelRestApi, ModelView, action
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.models.sqla.filters import FilterEqual
@@ -11,6 +11,8 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import BadRequest
+from wtforms import BooleanField, IntegerField
+from wtforms.validators import DataRequired, Optional
 
 from bigledger_core.db import db
 
@@ -19,6 +21,7 @@ from .services import (
     FinanceError,
     _currency,
     apply_payment,
+    crm_customers,
     issue_invoice,
     status_label,
 )
@@ -244,20 +247,73 @@ class ExchangeRateApi(ModelRestApi):
     pre_update = pre_add
 
 
+def _check_company(item: CreditHold) -> None:
+    """A hold or terms belong to a company the CRM knows and that was not merged away (FinanceError)."""
+    if item.company_id is None:
+        raise FinanceError(gettext("company_id: choose the company"))
+    company = crm_customers(company_ids=[item.company_id])["companies"].get(item.company_id)
+    if company is None:
+        raise FinanceError(gettext("company_id: there is no company %(id)s in the CRM", id=item.company_id))
+    if company["merged_into"] is not None:
+        raise FinanceError(gettext("company_id: company %(id)s was merged into %(survivor)s; use that one",
+                                   id=item.company_id, survivor=company["merged_into"]))
+    if item.payment_terms_days is not None and not 0 <= item.payment_terms_days <= 365:
+        raise FinanceError(gettext("payment_terms_days: between 0 and 365 days, or empty for the default"))
+
+
+class _NamedCompanies(SQLAInterface):
+    """Shows each row's company by its CRM name, all of a page's names asked of the CRM at once."""
+
+    def get_values(self, lst, list_columns):
+        lst = list(lst)
+        names = {cid: c["name"] for cid, c in crm_customers(
+            company_ids=[row.company_id for row in lst])["companies"].items()} if lst else {}
+        for row in lst:
+            row.company_name = names.get(row.company_id, "—")
+        return super().get_values(lst, list_columns)
+
+    def get_values_item(self, item, show_columns):
+        item.company_name = crm_customers(company_ids=[item.company_id])["companies"].get(
+            item.company_id, {}).get("name", "—")
+        return super().get_values_item(item, show_columns)
+
+
+def _company_from_address():
+    return request.args.get("company_id", type=int)
+
+
 class CreditHoldView(ModelView):
-    """Credit holds (信用冻结): new deals for a company on hold warn the sales rep."""
+    """Credit holds (信用冻结) and payment terms by company: new deals for a company on hold warn the sales rep;
+    a company's own terms replace BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS on its invoices. The customer's 360° view
+    links here with the company filled in."""
 
     route_base = "/finance/credit_holds"
-    datamodel = SQLAInterface(CreditHold)
+    datamodel = _NamedCompanies(CreditHold)
     class_permission_name = "FinanceCreditHold"
-    list_title = show_title = _l("Credit holds")
-    add_title = _l("Add credit hold")
-    edit_title = _l("Edit credit hold")
-    list_columns = ["company_id", "on_hold", "reason", "updated_at"]
-    add_columns = edit_columns = ["company_id", "on_hold", "reason"]
+    list_title = show_title = _l("Credit holds and payment terms")
+    add_title = _l("Add credit hold or payment terms")
+    edit_title = _l("Edit credit hold or payment terms")
+    list_columns = ["company_name", "company_id", "on_hold", "reason", "payment_terms_days", "updated_at"]
+    add_columns = edit_columns = ["company_id", "on_hold", "reason", "payment_terms_days"]
     show_columns = list_columns
     search_columns = ["company_id", "on_hold"]
-    label_columns = LABELS
+    label_columns = {**LABELS, "company_name": _l("Company"),
+                     "payment_terms_days": _l("Payment terms (days, empty: the default)")}
+    edit_form_extra_fields = {
+        "on_hold": BooleanField(_l("On credit hold")),
+        "payment_terms_days": IntegerField(_l("Payment terms (days, empty: the default)"), validators=[Optional()]),
+    }
+    add_form_extra_fields = {
+        "company_id": IntegerField(_l("Company ID"), validators=[DataRequired()], default=_company_from_address),
+        **edit_form_extra_fields}
+
+    def pre_add(self, item):
+        try:
+            _check_company(item)
+        except FinanceError as exc:
+            raise ValueError(str(exc)) from None
+
+    pre_update = pre_add
 
 
 class CreditHoldApi(ModelRestApi):
@@ -266,9 +322,17 @@ class CreditHoldApi(ModelRestApi):
     class_permission_name = "FinanceCreditHold"
     method_permission_name = _CRUD_API
     openapi_spec_tag = "Finance"
-    list_columns = show_columns = ["id", "company_id", "on_hold", "reason", "updated_at"]
-    add_columns = edit_columns = ["company_id", "on_hold", "reason"]
+    list_columns = show_columns = ["id", "company_id", "on_hold", "reason", "payment_terms_days", "updated_at"]
+    add_columns = edit_columns = ["company_id", "on_hold", "reason", "payment_terms_days"]
     search_columns = ["company_id", "on_hold"]
+
+    def pre_add(self, item):
+        try:
+            _check_company(item)
+        except FinanceError as exc:
+            raise BadRequest(str(exc)) from None
+
+    pre_update = pre_add
 
 
 def register(appbuilder) -> None:
@@ -279,6 +343,7 @@ def register(appbuilder) -> None:
     appbuilder.add_view(PaymentView, "FinancePayment", label=_l("Payments"), icon="fa-credit-card", **category)
     appbuilder.add_view(ExchangeRateView, "FinanceExchangeRate", label=_l("Exchange rates"), icon="fa-exchange",
                         **category)
-    appbuilder.add_view(CreditHoldView, "FinanceCreditHold", label=_l("Credit holds"), icon="fa-ban", **category)
+    appbuilder.add_view(CreditHoldView, "FinanceCreditHold", label=_l("Credit holds and terms"), icon="fa-ban",
+                        **category)
     for api in (InvoiceApi, PaymentApi, ExchangeRateApi, CreditHoldApi):
         appbuilder.add_api(api)

@@ -444,6 +444,52 @@ def test_a_new_deal_for_a_company_on_credit_hold_warns_in_the_api_and_on_the_scr
     assert board.status_code == 201 and board.get_json()["warnings"][0].startswith("华信科技有限公司 is on credit hold")
 
 
+def test_credit_holds_and_payment_terms_are_set_from_the_360_view_and_used_on_invoices(app, client):
+    from plugins.finance_bridge.models import CreditHold, Invoice
+
+    world = _world(app)
+    app.config["BIGLEDGER_FINANCE_PAYMENT_TERMS_DAYS"] = 14
+    login(client, "boss")
+    client.get("/lang/en")
+    view = client.get(f"/crm/customer/company/{world['company']}").get_data(as_text=True)
+    assert f'href="/finance/credit_holds/add?company_id={world["company"]}"' in view
+    assert "Set a credit hold or payment terms" in view
+    form = client.get(f"/finance/credit_holds/add?company_id={world['company']}").get_data(as_text=True)
+    assert f'value="{world["company"]}"' in form  # the company is filled in
+
+    def add(company_id, terms="45", on_hold=None):
+        data = {"company_id": str(company_id), "reason": "", "payment_terms_days": terms,
+                "csrf_token": csrf_token(client, "/finance/credit_holds/add")}
+        if on_hold:
+            data["on_hold"] = "y"
+        return client.post("/finance/credit_holds/add", data=data, follow_redirects=True).get_data(as_text=True)
+
+    assert "there is no company 987654 in the CRM" in add(987654)
+    assert "between 0 and 365 days" in add(world["company"], terms="400")
+    add(world["company"])
+    listing = client.get("/finance/credit_holds/list/").get_data(as_text=True)
+    assert "华信科技有限公司" in listing  # by its CRM name
+    with app.app_context():
+        hold = db.session.scalar(select(CreditHold).where(CreditHold.company_id == world["company"]))
+        assert (hold.on_hold, hold.payment_terms_days) == (False, 45)
+    again = client.get(f"/crm/customer/company/{world['company']}").get_data(as_text=True)
+    assert f'href="/finance/credit_holds/edit/{hold.id}"' in again  # the entry it has, not a second one
+
+    _win(app, world)
+    _win(app, world, company=world["other"])
+    with app.app_context():
+        terms = dict(db.session.execute(select(Invoice.company_id, Invoice.payment_terms_days)).all())
+    assert terms == {world["company"]: 45, world["other"]: 14}
+
+    h = _auth(client)
+    refused = client.post("/api/v1/finance/credit_hold/", headers=h, json={"company_id": 987654, "on_hold": True})
+    assert refused.status_code == 400 and "there is no company 987654" in refused.get_json()["message"]
+    client.get("/logout/")
+    login(client, "rep")  # a sales rep sees the panel, not the link
+    assert "/finance/credit_holds/" not in client.get(f"/crm/customer/company/{world['company']}").get_data(
+        as_text=True)
+
+
 # -- exchange rates for reports ----------------------------------------------------------------------------------
 
 def test_the_forecast_in_one_currency_converts_with_finance_rates_and_names_a_missing_rate(app, client):
