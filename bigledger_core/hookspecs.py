@@ -198,6 +198,12 @@ def crm_customers(company_ids, contact_ids, external_ids):
 
 
 @hookspec(firstresult=True)
+def crm_pipelines():
+    """firstresult, answered by the CRM. The sales pipelines, for a module's rules and pickers: a list of dicts
+    `id`, `name`, `name_en`, `is_default`, `active`, by name."""
+
+
+@hookspec(firstresult=True)
 def crm_find_contact(phone, email):
     """firstresult, answered by the CRM. The id of the contact (never one merged away) with this phone number
     (E.164, see `bigledger_core.normalize.parse_phone`), else with this e-mail address (normalized), primary
@@ -333,6 +339,35 @@ def finance_payment_received(event):
     and `invoice_outstanding` (decimal strings), `received_at`, `reference`, `user_id`. Returns nothing."""
 
 
+# -- module services: projects (a project module answers; project_bridge calls them) ----
+
+@hookspec(firstresult=True)
+def project_create(request):
+    """firstresult. Called by project_bridge once a won deal matched a project rule. `request` is a dict:
+    `idempotency_key` ("crm-deal-42": answer a key you have seen with the project you made then), `name`,
+    `customer` ({`company_id`, `contact_id`}), `start` and `due` (`datetime.date`), `template` ({`rule_id`,
+    `name`}), `milestones` (list of {`name`, `due` (date), `position`}), `currency`, `amount` (Decimal) and
+    `source` ({`kind`: "deal", `id`, `name`, `pipeline_id`, `owner_id`}). Create the delivery project and return
+    {`id` (str), `number`, `status`}, or None to let another module answer. Raise to have the event retried."""
+
+
+@hookspec(firstresult=True)
+def project_status(deal_ids):
+    """firstresult. Called for a deal's page (one call per page). `deal_ids`: list of CRM deal ids. Return
+    {deal id: project} for the deals you made a project for, a project being a dict `id`, `number`, `name`,
+    `status` ("planned", "active", "on_hold", "done", "cancelled"), `start`, `due` (dates), optionally `url`,
+    and `milestones` (list of {`name`, `due` (date), `done_at` (aware UTC datetime or None), `position`});
+    or None to let another module answer."""
+
+
+@hookspec(firstresult=True)
+def project_customer_projects(customer, limit):
+    """firstresult. Called for a customer's 360° panel and timeline. `customer` is a dict: `kind` ("company" or
+    "contact"), `id`, `name`, `company_ids`, `contact_ids`. Return {`open` (number of projects not done or
+    cancelled), `projects`: the newest `limit` as in `project_status` plus `deal_id` and `created_at` (aware
+    UTC datetime)}, or None when you do not know the customer."""
+
+
 # -- module services: POS (a POS module answers; pos_bridge calls them) ----
 
 @hookspec(firstresult=True)
@@ -357,3 +392,24 @@ def pos_loyalty_status(customer):
     """firstresult. Called by pos_bridge for a customer's 360° panel. `customer` as in `pos_purchase_history`.
     Return {`card`, `tier`, `points`} of the customer's loyalty card, {} when they hold none, or None to let
     another plugin answer."""
+
+
+# -- module services: inventory (an inventory module answers; inventory_bridge calls them) ----
+
+@hookspec(firstresult=True)
+def inventory_availability(product_codes, warehouse):
+    """firstresult. Called by inventory_bridge once for all the line items of a deal (its page, its `extras`, a
+    line being saved) and for `GET /api/v1/inventory/availability`. `product_codes`: a list of distinct product
+    codes; `warehouse`: a warehouse code, or None for all warehouses together. Return {code: {`name`, `unit`,
+    `active` (bool), `stocked` (bool: False for a service, always available), `on_hand`, `reserved`,
+    `available` (Decimals; `available` None when you do not know the stock)}} for the codes you know (leave the
+    others out: they are unavailable), or None to let another plugin answer."""
+
+
+@hookspec(firstresult=True)
+def inventory_prices(request):
+    """firstresult. Called by inventory_bridge once for all the line items of a deal, with the availability.
+    `request` is a dict: `customer` ({`company_id`, `contact_id`, `name`, `external_id`}: CRM ids), `currency`
+    (ISO, the deal's), `on` (a `datetime.date`) and `items` (list of {`product_code`, `quantity` (Decimal)}).
+    Return a list as long as `items`: for each, {`price` (Decimal unit price for this customer and quantity),
+    `currency`, `price_list` (its name)} or None when you have no price; or None to let another plugin answer."""

@@ -51,7 +51,7 @@ def test_help_lists_every_command_including_plugin_groups():
 
 def test_set_up_an_instance_from_nothing(instance):
     out = bigledger("db", "upgrade", env=instance).stdout
-    assert "upgraded: core, crm, finance_bridge, pos_bridge, sample" in out
+    assert "upgraded: core, crm, finance_bridge, inventory_bridge, pos_bridge, project_bridge, sample" in out
     assert "core" in bigledger("db", "current", env=instance).stdout
 
     created = bigledger("create-admin", env=instance).stdout
@@ -101,7 +101,8 @@ def test_downgrade_a_module_branch(upgraded):
     bigledger("db", "downgrade", "sample@base", env=upgraded)
     current = bigledger("db", "current", env=upgraded).stdout
     assert [line.split() for line in current.splitlines()] == [
-        ["core", "core_0002"], ["crm", "crm_0007"], ["finance_bridge", "finance_0002"], ["pos_bridge", "pos_0001"],
+        ["core", "core_0002"], ["crm", "crm_0007"], ["finance_bridge", "finance_0002"],
+        ["inventory_bridge", "inventory_0001"], ["pos_bridge", "pos_0001"], ["project_bridge", "project_0001"],
         ["sample", "-"]]
 
 

@@ -1,5 +1,5 @@
 """What the CRM answers other modules (the `crm_` service hooks): who customers are, the contact with a phone
-number or e-mail address, a new contact. Bridges use these instead of reading the CRM's tables."""
+number or e-mail address, a new contact, the sales pipelines. Bridges use these instead of reading the CRM's tables."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from bigledger_core.db import in_ids
 
 from .models import Company, Contact, Email, Phone
+from .pipeline.models import Pipeline
 from .services import CrmValidationError, Problem, clean_email, clean_phone
 
 
@@ -47,6 +48,13 @@ def customers(session: Session, company_ids: Iterable[int], contact_ids: Iterabl
             if value not in bucket:
                 bucket.append(value)
     return found
+
+
+def pipelines(session: Session) -> list[dict[str, Any]]:
+    """The sales pipelines by name: id, name, English name, default and active flags."""
+    return [{"id": p.id, "name": p.name, "name_en": p.name_en, "is_default": p.is_default, "active": p.active}
+            for p in session.execute(select(Pipeline.id, Pipeline.name, Pipeline.name_en, Pipeline.is_default,
+                                            Pipeline.active).order_by(Pipeline.name))]
 
 
 def find_contact(session: Session, phone: str | None, email: str | None) -> int | None:

@@ -155,3 +155,12 @@ def crm_create_contact(data):
     from .customer_services import create_contact
 
     return create_contact(db.session, data)
+
+
+@hookimpl
+def crm_pipelines():
+    from bigledger_core.db import db
+
+    from .customer_services import pipelines
+
+    return pipelines(db.session)

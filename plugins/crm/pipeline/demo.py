@@ -46,6 +46,11 @@ DEALS = [
      [("自助收银机 / Self-checkout kiosk", 6, "15800", "0", "once", None)], 1),
 ]
 
+# the product codes of the demo's line items (the inventory bridge's demo stocks and prices them)
+PRODUCT_CODES = {"ERP 标准版许可 / ERP licence": "ERP-LIC-STD", "实施服务 / Implementation (days)": "SVC-IMPL-DAY",
+                 "POS 云订阅 / POS cloud subscription": "POS-CLOUD-M", "WMS licence 仓储许可": "WMS-LIC",
+                 "BI 报表模块 / BI module": "BI-MOD", "自助收银机 / Self-checkout kiosk": "KIOSK-SC"}
+
 
 def load(session, users) -> None:
     """Load the product page's pipeline (default) and a renewals pipeline, and demo deals in both."""
@@ -72,7 +77,8 @@ def load(session, users) -> None:
         deal = Deal(name=name, company_id=companies[company].id, owner_id=user.id if user else None,
                     contact_id=contacts[contact].id if contact in contacts else None, currency="CNY",
                     expected_close=today + dt.timedelta(days=days), source="demo", amount=Decimal(120000),
-                    lines=[DealLine(product=p, quantity=Decimal(q), unit_price=Decimal(u), discount=Decimal(d),
+                    lines=[DealLine(product=p, product_code=PRODUCT_CODES.get(p), quantity=Decimal(q),
+                                    unit_price=Decimal(u), discount=Decimal(d),
                                     billing_period=b, term_months=t, position=i)
                            for i, (p, q, u, d, b, t) in enumerate(lines)])
         if user is not None and user.teams:
