@@ -11,7 +11,7 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
-from wtforms import SelectField
+from wtforms import DecimalField, SelectField
 from wtforms.validators import Optional
 
 from bigledger_core.db import db
@@ -107,14 +107,25 @@ class DealLineView(_VisibleDealChild, ModelView):
     add_form_extra_fields = edit_form_extra_fields = {"billing_period": _select(DEAL_LABELS["billing_period"],
                                                                                 PERIOD_LABELS)}
 
+    add_form_extra_fields = {**add_form_extra_fields,
+                             "unit_price": DecimalField(DEAL_LABELS["unit_price"], validators=[Optional()], places=2,
+                                                        description=_l("Empty: the price a module offers for this "
+                                                                       "customer, else 0"))}
+
     def pre_add(self, item):
-        deal = _visible_deal(item.deal_id or (item.deal.id if item.deal else None))
-        for warning in check_line(deal, item, adding=True):
+        with db.session.no_autoflush:  # the line is checked before it is written
+            deal = _visible_deal(item.deal_id or (item.deal.id if item.deal else None))
+            if item.unit_price is None:
+                item.unit_price = Decimal(0)
+            warnings = check_line(deal, item, adding=True)
+        for warning in warnings:
             flash(warning, "warning")
 
     def pre_update(self, item):
-        deal = _visible_deal(item.deal_id)
-        for warning in check_line(deal, item, adding=False):
+        with db.session.no_autoflush:
+            deal = _visible_deal(item.deal_id)
+            warnings = check_line(deal, item, adding=False)
+        for warning in warnings:
             flash(warning, "warning")
 
 
