@@ -27,7 +27,7 @@ from .services import (
 )
 
 LABELS = {
-    "number": _l("Number"), "customer_name": _l("Customer"), "company_id": _l("Company ID"),
+    "number": _l("Invoice number"), "customer_name": _l("Customer"), "company_id": _l("Company ID"),
     "contact_id": _l("Contact ID"), "currency": _l("Currency"), "status": _l("Status"),
     "payment_terms_days": _l("Payment terms (days)"), "issued_on": _l("Issued on"), "due_on": _l("Due on"),
     "total": _l("Total"), "paid": _l("Paid"), "outstanding": _l("Outstanding"), "reference": _l("Reference"),
