@@ -298,6 +298,13 @@ def clean_customer_price_list(session: Session, item: CustomerPriceList) -> Cust
         raise InventoryError(gettext("price_list: choose the price list the company buys from."))
     if isinstance(item.company_id, bool) or not isinstance(item.company_id, int) or item.company_id <= 0:
         raise InventoryError(gettext("company_id: give the CRM id of the company, a whole number such as 42."))
+    company = (ask_inventory("crm_customers", company_ids=[item.company_id], contact_ids=[], external_ids=[])
+               or {}).get("companies", {}).get(item.company_id)
+    if company is None:
+        raise InventoryError(gettext("company_id: there is no company %(id)s in the CRM", id=item.company_id))
+    if company["merged_into"] is not None:
+        raise InventoryError(gettext("company_id: company %(id)s was merged into %(survivor)s; use that one",
+                                     id=item.company_id, survivor=company["merged_into"]))
     if _taken(session, CustomerPriceList, item, CustomerPriceList.company_id == item.company_id,
               CustomerPriceList.price_list_id == list_id):
         raise InventoryError(gettext("price_list: company %(company)s already buys from this list.",

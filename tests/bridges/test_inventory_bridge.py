@@ -428,6 +428,8 @@ def test_bad_input_is_refused_with_a_message_naming_the_field(app, client):
         "price_list_id": spring.get_json()["id"], "product_id": chair, "price": "-1"}), "price: give zero or")
     refused(client.post("/api/v1/inventory/customer_price_list/", headers=h, json={
         "company_id": 0, "price_list_id": spring.get_json()["id"]}), "company_id: give the CRM id")
+    refused(client.post("/api/v1/inventory/customer_price_list/", headers=h, json={
+        "company_id": 987654, "price_list_id": spring.get_json()["id"]}), "there is no company 987654 in the CRM")
 
     login(client, "boss")
     client.get("/lang/en")
@@ -498,5 +500,8 @@ def test_the_demo_deal_page_flags_the_short_licences_and_prices_them_from_the_co
     assert [(c["status"], c["price"]) for c in _inventory(_extras(client, warehouse, h))] == \
         [("unavailable", "88000.00")]
     login(client, "boss")
-    html = client.get(f"/dealview/show/{upgrade}", headers=EN).get_data(as_text=True)
+    html = client.get(f"/dealview/show/{upgrade}").get_data(as_text=True)  # in Chinese, the default
+    assert 'data-status="short"' in html and "ERP-LIC-STD：需要 50，库存仅 32。" in html
+    client.get("/lang/en")
+    html = client.get(f"/dealview/show/{upgrade}").get_data(as_text=True)
     assert 'data-status="short"' in html and "ERP-LIC-STD: only 32 of 50 in stock." in html
