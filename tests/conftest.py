@@ -28,6 +28,22 @@ PASSWORD = "Secret-pass-1"
 _counter = itertools.count()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `one_backend` (and every real-browser test) run on one database: PostgreSQL when it is
+    configured, else SQLite. Their subject is a screen or a command, which the database layer under it does not
+    change; that layer is tested on both."""
+    chosen = BACKENDS[-1]
+    kept, dropped = [], []
+    for item in items:
+        if "browser" in item.path.parts:
+            item.add_marker(pytest.mark.one_backend)
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        (dropped if backend and backend != chosen and item.get_closest_marker("one_backend") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -131,6 +147,7 @@ class Slot:
             self.url = _pg_url(self.name)
         self.app = None
         self.config: dict = {}
+        self.variants: dict[str, tuple] = {}  # apps built with other settings, by those settings
 
     def reset(self) -> str:
         """Put the database and the instance folder back; returns the database URL."""
@@ -158,11 +175,25 @@ class Slot:
         app.appbuilder.sm.limiter.reset()
         return app
 
+    def app_with(self, overrides: dict):
+        """An app on this slot built with `overrides`, as freshly built: the first test asking for these settings
+        builds it, later ones get it back with its configuration and rate-limit counters put back."""
+        key = repr(sorted(overrides.items()))
+        if key not in self.variants:
+            app = build_app(self.url, self.instance, **overrides)
+            self.variants[key] = (app, dict(app.config))
+        app, config = self.variants[key]
+        app.config.clear()
+        app.config.update({name: copy.deepcopy(value) for name, value in config.items()})
+        app.appbuilder.sm.limiter.reset()
+        return app
+
     def close(self) -> None:
-        if self.app is not None:
-            with self.app.app_context():
-                db.session.remove()
-                db.engine.dispose()
+        for app in [self.app, *(app for app, _config in self.variants.values())]:
+            if app is not None:
+                with app.app_context():
+                    db.session.remove()
+                    db.engine.dispose()
 
     def drop(self) -> None:
         self.close()
@@ -208,11 +239,15 @@ def empty_url(backend, tmp_path):
 
 @pytest.fixture
 def make_app(database_url, slot):
-    """Build a new app on this test's database; `make_app(**config)` overrides settings."""
+    """An app on this test's database with other settings: `make_app(**config)`. Apps with the same settings are
+    built once per worker and backend and handed back as freshly built, like the shared app."""
     apps = []
 
     def make(**overrides):
-        app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI", database_url), slot.instance, **overrides)
+        if "SQLALCHEMY_DATABASE_URI" in overrides:  # another database: an app of its own
+            app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI"), slot.instance, **overrides)
+        else:
+            app = slot.app_with(overrides)
         apps.append(app)
         return app
 

@@ -81,6 +81,7 @@ def test_set_up_an_instance_from_nothing(instance):
     assert bigledger("sample", "count", env=instance).stdout.strip() == "1"
 
 
+@pytest.mark.one_backend
 def test_modules_from_the_command_line(upgraded):
     instance = upgraded
     listing = bigledger("modules", "list", env=instance).stdout
@@ -97,6 +98,7 @@ def test_modules_from_the_command_line(upgraded):
     assert bigledger("modules", "enable", "pos_bridge", env=instance).stdout.strip() == "pos_bridge enabled"
 
 
+@pytest.mark.one_backend  # both databases go up and down in test_migrations
 def test_downgrade_a_module_branch(upgraded):
     bigledger("db", "downgrade", "sample@base", env=upgraded)
     current = bigledger("db", "current", env=upgraded).stdout
