@@ -221,11 +221,26 @@ class PluginHost:
                 return impl.function(**kwargs)
         return None
 
-    def call_each(self, hook: str, modules: Iterable[str] | None = None, **kwargs) -> list[tuple[str, Any]]:
-        """Call `hook` on each plugin in requirement order; returns (plugin, answer) pairs."""
+    def call_each(self, hook: str, modules: Iterable[str] | None = None, *,
+                  on_error: Callable[[str, Exception], None] | None = None, **kwargs) -> list[tuple[str, Any]]:
+        """Call `hook` on each plugin in requirement order; returns (plugin, answer) pairs. With `on_error`, a
+        plugin that raises is logged, left out of the answers and handed to `on_error(plugin, exception)` before
+        the next plugin is called (which may raise to stop); without it, the exception propagates."""
         wanted = self.order if modules is None else [m for m in self.order if m in set(modules)]
         impls = {impl.plugin_name: impl for impl in getattr(self.pm.hook, hook).get_hookimpls()}
-        return [(name, impls[name].function(**kwargs)) for name in wanted if name in impls]
+        answers = []
+        for name in wanted:
+            if name not in impls:
+                continue
+            if on_error is None:
+                answers.append((name, impls[name].function(**kwargs)))
+                continue
+            try:
+                answers.append((name, impls[name].function(**kwargs)))
+            except Exception as exc:  # one module's failure must not take the page down
+                log.exception("plugin %s failed in %s", name, hook)
+                on_error(name, exc)
+        return answers
 
     def ask(self, hook: str, enabled: Iterable[str], **kwargs) -> Any:
         """Call a firstresult service hook on every plugin except the modules not in `enabled` (plugins

@@ -28,7 +28,7 @@ from .models import (
 )
 from .normalize import normalize_name, phone_query
 from .pipeline.queries import customer_deals, open_value_by_company, roll_up
-from .services import custom_fields, descendants, phone_region
+from .services import contributions, custom_fields, descendants, phone_region, unavailable_panel
 
 KINDS = {"company": Company, "contact": Contact}
 
@@ -223,11 +223,8 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
     entries = [{"source": "crm", "kind": a.kind, "id": a.id, "at": a.occurred_at.isoformat(), "title": a.subject,
                 "detail": a.outcome or "", "duration_minutes": a.duration_minutes, "user": a.username}
                for a in activities]
-    host = current_app.extensions["bigledger"]
-    from bigledger_core.modules import enabled_modules
-
-    for plugin, answer in host.call_each("crm_timeline_entries", modules=enabled_modules(),
-                                         customer=customer, limit=window):
+    answers, failed = contributions("crm_timeline_entries", customer=customer, limit=window)
+    for plugin, answer in answers:
         for item in answer or []:
             if kinds and item.get("kind") not in kinds:
                 continue
@@ -235,7 +232,7 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
             total += 1
     entries.sort(key=lambda e: e["at"], reverse=True)
     return {"page": page, "per_page": per_page, "total": total,
-            "entries": entries[(page - 1) * per_page: window]}
+            "entries": entries[(page - 1) * per_page: window], "missing": failed}
 
 
 # -- the 360° view -------------------------------------------------------------------------------------
@@ -392,12 +389,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
     data["activity_counts"] = activity_counts(session, ref)
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None, counts=data["activity_counts"])
-    host = current_app.extensions["bigledger"]
-    from bigledger_core.modules import enabled_modules
-
-    data["panels"] = [{"module": plugin, **panel}
-                      for plugin, answer in host.call_each("crm_customer_panels", modules=enabled_modules(),
-                                                           customer=ref)
-                      for panel in (answer or [])]
+    answers, failed = contributions("crm_customer_panels", customer=ref)
+    data["panels"] = [{"module": plugin, **panel} for plugin, answer in answers for panel in (answer or [])] \
+        + [unavailable_panel(module) for module in failed]
     return data
 

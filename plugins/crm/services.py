@@ -4,10 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app, g, has_app_context
 from flask_babel import gettext
 from sqlalchemy import event, inspect, literal, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import utcnow
@@ -40,6 +42,41 @@ class CrmValidationError(BigLedgerError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+
+
+# -- what other modules add to a page -------------------------------------------------------------------
+
+def contributions(hook: str, **kwargs) -> tuple[list[tuple[str, Any]], list[str]]:
+    """What enabled modules add to a page (panels, timeline entries, line checks): their (module, answer) pairs,
+    and the modules that failed. A failure is logged and the page is shown without that module. After a failed
+    database statement the transaction is rolled back before the next module is asked, so that the rest of the
+    page can still be read; while the request is saving something, such a failure fails the save instead."""
+    if not has_app_context():
+        return [], []
+    from bigledger_core.db import db
+    from bigledger_core.modules import enabled_modules
+
+    failed: list[str] = []
+
+    def record(module: str, exc: Exception) -> None:
+        if isinstance(exc, DBAPIError):
+            session = db.session
+            if session.new or session.dirty or session.deleted:
+                raise exc
+            session.rollback()
+        failed.append(module)
+
+    answers = current_app.extensions["bigledger"].call_each(hook, modules=enabled_modules(), on_error=record,
+                                                            **kwargs)
+    return answers, failed
+
+
+def unavailable_panel(module: str) -> dict[str, Any]:
+    """The panel shown in place of a module's panels when the module failed."""
+    manifest = current_app.extensions["bigledger"].manifests.get(module)
+    return {"module": module, "title": dict(manifest.label) if manifest else {"zh": module, "en": module},
+            "failed": True, "rows": [[gettext("Not available"), gettext(
+                "This module did not answer. The rest of the page is up to date; try again later.")]]}
 
 
 def phone_region() -> str:

@@ -368,7 +368,8 @@ class CustomerView(BaseView):
         return self.render_template("crm/customer.html", data=data, kind=kind, record=record,
                                     locale=current_locale(), kinds=ACTIVITY_KINDS, chosen=chosen,
                                     kind_labels=KIND_LABELS, status_labels=STATUS_LABELS,
-                                    deal_status=DEAL_STATUS_LABELS, lead_status=LEAD_STATUS_LABELS)
+                                    deal_status=DEAL_STATUS_LABELS, lead_status=LEAD_STATUS_LABELS,
+                                    module_labels=[_module_label(name) for name in data["timeline"]["missing"]])
 
     @expose("/<kind>/<int:pk>/documents", methods=["POST"])
     @has_access
@@ -622,6 +623,11 @@ class CrmApi(BaseApi):
         return self.response(200, result=customer_360(
             db.session, kind, record, g.user, page=request.args.get("page", 1, type=int), kinds=kinds,
             people_page=request.args.get("people_page", 1, type=int)))
+
+
+def _module_label(name: str) -> str:
+    manifest = current_app.extensions["bigledger"].manifests.get(name)
+    return manifest.label_for(current_locale()) if manifest else name
 
 
 blueprint = Blueprint("crm_assets", __name__, template_folder="templates", static_folder="static",

@@ -257,9 +257,13 @@ def _each_module(hook: str, **kwargs) -> list[tuple[str, object]]:
 
 
 def deal_panels(deal: Deal) -> list[dict]:
-    """The panels enabled modules show on a deal's page (`crm_deal_panels`), each with its `module`."""
-    return [{"module": plugin, **panel} for plugin, answer in _each_module("crm_deal_panels", deal=deal)
-            for panel in answer or []]
+    """The panels enabled modules show on a deal's page (`crm_deal_panels`), each with its `module`; a module
+    that fails shows a panel saying so."""
+    from ..services import contributions, unavailable_panel
+
+    answers, failed = contributions("crm_deal_panels", deal=deal)
+    return [{"module": plugin, **panel} for plugin, answer in answers for panel in answer or []] \
+        + [unavailable_panel(module) for module in failed]
 
 
 FLAGGED_LINE = frozenset({"short", "unavailable"})
@@ -271,7 +275,14 @@ def line_checks(deal: Deal, lines: list[DealLine]) -> list[list[dict]]:
     checks: list[list[dict]] = [[] for _ in lines]
     if not lines:
         return checks
-    for plugin, answer in _each_module("crm_deal_line_checks", deal=deal, lines=list(lines)):
+    from ..services import contributions
+
+    answers, failed = contributions("crm_deal_line_checks", deal=deal, lines=list(lines))
+    for module in failed:  # a module that failed has not checked any line
+        for line_checks_ in checks:
+            line_checks_.append({"module": module, "status": "unknown",
+                                 "message": gettext("Not checked: this module did not answer.")})
+    for plugin, answer in answers:
         for check in answer or []:
             index = check.get("line")
             if isinstance(index, int) and 0 <= index < len(lines):
