@@ -28,7 +28,13 @@ from .models import (
 )
 from .normalize import normalize_name, phone_query
 from .pipeline.queries import customer_deals, open_value_by_company, roll_up
-from .services import contributions, custom_fields, descendants, phone_region, unavailable_panel
+from .services import (
+    contributions,
+    custom_fields,
+    descendants,
+    phone_region,
+    unavailable_panel,
+)
 
 KINDS = {"company": Company, "contact": Contact}
 
