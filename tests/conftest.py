@@ -239,17 +239,22 @@ def empty_url(backend, tmp_path):
 
 @pytest.fixture
 def make_app(database_url, slot):
-    """An app on this test's database with other settings: `make_app(**config)`. Apps with the same settings are
-    built once per worker and backend and handed back as freshly built, like the shared app."""
+    """An app on this test's database with other settings: `make_app(**config)` builds a new one;
+    `make_app.reused(**config)` hands back the one an earlier test of this worker built with the same settings, as
+    freshly built (configuration and rate limits put back), for plugin sets that keep nothing between requests."""
     apps = []
 
     def make(**overrides):
-        if "SQLALCHEMY_DATABASE_URI" in overrides:  # another database: an app of its own
-            app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI"), slot.instance, **overrides)
-        else:
-            app = slot.app_with(overrides)
+        app = build_app(overrides.pop("SQLALCHEMY_DATABASE_URI", database_url), slot.instance, **overrides)
         apps.append(app)
         return app
+
+    def reused(**overrides):
+        app = slot.app_with(overrides)
+        apps.append(app)
+        return app
+
+    make.reused = reused
 
     yield make
     for app in apps:

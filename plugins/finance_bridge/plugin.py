@@ -100,9 +100,9 @@ def crm_exchange_rate(from_currency, to_currency, on):
 @hookimpl
 def crm_customer_panels(customer):
     from .presentation import panel
-    from .services import ask_finance, customer_dict
+    from .services import account_for_view
 
-    account = ask_finance("finance_customer_account", customer=customer_dict(customer), limit=1)
+    account = account_for_view(customer, 1)
     if not account:
         return []
     shown = panel(account)
@@ -126,9 +126,9 @@ def crm_customer_panels(customer):
 @hookimpl
 def crm_timeline_entries(customer, limit):
     from .presentation import timeline
-    from .services import ask_finance, customer_dict
+    from .services import account_for_view
 
-    account = ask_finance("finance_customer_account", customer=customer_dict(customer), limit=limit)
+    account = account_for_view(customer, limit)
     return timeline(account, limit) if account else []
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import current_app, g, has_app_context, has_request_context
 from flask_babel import gettext
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -63,6 +63,18 @@ def ask_finance(hook: str, **kwargs) -> Any:
     from bigledger_core.modules import enabled_modules
 
     return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+
+
+def account_for_view(customer, limit: int) -> dict[str, Any] | None:
+    """`finance_customer_account` for a CRM customer, asked once per request for its 360° view: the timeline
+    asks for a page of invoices and payments, and the panel (balances, hold, the last payment) reuses that."""
+    memo = g.setdefault("finance_bridge_accounts", {}) if has_request_context() else {}
+    known = memo.get((customer.kind, customer.id))
+    if known is not None and known[0] >= limit:
+        return known[1]
+    account = ask_finance("finance_customer_account", customer=customer_dict(customer), limit=limit)
+    memo[(customer.kind, customer.id)] = (limit, account)
+    return account
 
 
 def customer_dict(customer) -> dict[str, Any]:

@@ -100,18 +100,18 @@ def crm_deal_panels(deal):
 @hookimpl
 def crm_customer_panels(customer):
     from .presentation import PANEL_PROJECTS, customer_panel
-    from .services import ask_projects, customer_dict
+    from .services import projects_for_view
 
-    account = ask_projects("project_customer_projects", customer=customer_dict(customer), limit=PANEL_PROJECTS)
+    account = projects_for_view(customer, PANEL_PROJECTS)
     return [customer_panel(account, customer)] if account and account.get("projects") else []
 
 
 @hookimpl
 def crm_timeline_entries(customer, limit):
     from .presentation import timeline
-    from .services import ask_projects, customer_dict
+    from .services import projects_for_view
 
-    account = ask_projects("project_customer_projects", customer=customer_dict(customer), limit=limit)
+    account = projects_for_view(customer, limit)
     return timeline(account, limit) if account else []
 
 

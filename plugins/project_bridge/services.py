@@ -11,7 +11,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g, has_request_context
 from flask_babel import gettext
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +52,18 @@ def ask_projects(hook: str, **kwargs) -> Any:
     from bigledger_core.modules import enabled_modules
 
     return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+
+
+def projects_for_view(customer, limit: int) -> dict[str, Any] | None:
+    """`project_customer_projects` for a CRM customer, asked once per request for its 360° view: the timeline
+    asks for a page of projects, and the panel (the open count and the newest few) reuses that."""
+    memo = g.setdefault("project_bridge_accounts", {}) if has_request_context() else {}
+    known = memo.get((customer.kind, customer.id))
+    if known is not None and known[0] >= limit:
+        return known[1] and {**known[1], "projects": (known[1].get("projects") or [])[:limit]}
+    account = ask_projects("project_customer_projects", customer=customer_dict(customer), limit=limit)
+    memo[(customer.kind, customer.id)] = (limit, account)
+    return account
 
 
 def customer_dict(customer) -> dict[str, Any]:

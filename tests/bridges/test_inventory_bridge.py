@@ -59,7 +59,7 @@ def inventory_prices(request):
 def erp(make_app):
     """An app with the inventory module installed."""
     MODULE.update(answer=True, fail=False, calls=[], stock={}, prices={})
-    return make_app(BIGLEDGER_EXTRA_PLUGINS=[SAMPLE_PLUGIN, INVENTORY_MODULE])
+    return make_app.reused(BIGLEDGER_EXTRA_PLUGINS=[SAMPLE_PLUGIN, INVENTORY_MODULE])
 
 
 def _world(app) -> dict:

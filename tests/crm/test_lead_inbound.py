@@ -19,7 +19,7 @@ from plugins.crm.models import Activity, Contact, Email
 
 @pytest.fixture
 def app(make_app):
-    return make_app(BIGLEDGER_LEAD_INBOX=["Leads@Example.com", "sales@example.com"])
+    return make_app.reused(BIGLEDGER_LEAD_INBOX=["Leads@Example.com", "sales@example.com"])
 
 
 def mail(*, to="BigLedger 销售 <leads@example.com>", sender='"王小明" <Wang.XM@Example.net>', subject="咨询报价",

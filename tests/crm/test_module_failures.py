@@ -48,7 +48,7 @@ def crm_deal_line_checks(deal, lines):
 
 @pytest.fixture
 def broken(make_app):
-    return make_app(BIGLEDGER_EXTRA_PLUGINS=[SAMPLE_PLUGIN, __name__])
+    return make_app.reused(BIGLEDGER_EXTRA_PLUGINS=[SAMPLE_PLUGIN, __name__])
 
 
 def test_the_360_view_and_the_deal_page_show_the_rest_when_a_module_fails(broken):
