@@ -30,7 +30,7 @@ run: install
 test: install
 	@if [ ! -x /usr/bin/chromium ]; then echo "NOTICE: /usr/bin/chromium is missing: real-browser tests will be skipped (apt-get install chromium)"; fi
 	@if [ ! -x /usr/sbin/dovecot ]; then echo "NOTICE: /usr/sbin/dovecot is missing: real IMAP server tests will be skipped (apt-get install dovecot-imapd)"; fi
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 $(PYTEST_ARGS)
 
 extract: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k _ -o translations/messages.pot --no-location --sort-output --project "BigLedger CRM" .

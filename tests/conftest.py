@@ -5,6 +5,7 @@ one app per backend and worker (see Slot)."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import itertools
 import os
 import re
@@ -84,31 +85,66 @@ def migrate(app) -> None:
         db.engine.dispose()
 
 
+@contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on `path` (a file every test worker of this run can see)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shared_tpl() -> str:
+    return f"{make_url(PG_URL).database}_tpl"
+
+
 @pytest.fixture(scope="session")
 def templates(tmp_path_factory):
-    """A migrated template database per backend, built on first use."""
+    """A migrated template database per backend, built on first use: migrated once per test run (the first
+    worker to need it builds it while the others wait), then copied for each worker."""
     built: dict[str, str] = {}
+    # the folder all workers of this run share (each worker's own base folder is below it)
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") \
+        else tmp_path_factory.getbasetemp()
 
     def get(backend: str) -> str:
         if backend not in built:
-            folder = tmp_path_factory.mktemp(f"template-{backend}")
-            if backend == "sqlite":
-                url = f"sqlite:///{folder / 'template.db'}"
-                built[backend] = str(folder / "template.db")
-            else:
-                name = f"{make_url(PG_URL).database}_tpl_{_worker()}"
-                _drop_pg(name)
-                with _pg(PG_URL) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}"')
-                url = _pg_url(name)
-                built[backend] = name
-            migrate(build_app(url, folder))
+            folder = shared / f"template-{backend}"
+            with _exclusive(shared / f"template-{backend}.lock"):
+                ready = folder / "ready"
+                if backend == "sqlite":
+                    if not ready.exists():
+                        folder.mkdir(exist_ok=True)
+                        migrate(build_app(f"sqlite:///{folder / 'template.db'}", folder))
+                        ready.touch()
+                    built[backend] = str(folder / "template.db")
+                else:
+                    if not ready.exists():
+                        folder.mkdir(exist_ok=True)
+                        _drop_pg(_shared_tpl())
+                        with _pg(PG_URL) as conn:
+                            conn.execute(f'CREATE DATABASE "{_shared_tpl()}"')
+                        migrate(build_app(_pg_url(_shared_tpl()), folder))
+                        ready.touch()
+                    name = f"{_shared_tpl()}_{_worker()}"  # a worker's own copy: clones of it never wait
+                    _drop_pg(name)
+                    with _pg(PG_URL) as conn:
+                        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_shared_tpl()}"')
+                    built[backend] = name
         return built[backend]
 
     yield get
     for backend, name in built.items():
         if backend == "postgresql":
             _drop_pg(name)
+
+
+def pytest_sessionfinish(session):
+    """The run's shared PostgreSQL template goes when the whole run ends (in the controller, not a worker)."""
+    if PG_URL and not os.environ.get("PYTEST_XDIST_WORKER"):
+        _drop_pg(_shared_tpl())
 
 
 @pytest.fixture(params=BACKENDS)
