@@ -381,15 +381,14 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                                                   .order_by(Document.uploaded_at.desc()).limit(50))]
     from .models import AuditEntry
 
+    newest = select(AuditEntry.action, AuditEntry.changes, AuditEntry.at, AuditEntry.id, AuditEntry.user_id) \
+        .where(AuditEntry.entity == record.__tablename__, AuditEntry.record_id == record.id) \
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(20).subquery("newest")
     entries = session.execute(
-        select(AuditEntry.action, AuditEntry.changes, AuditEntry.at, AuditEntry.user_id)
-        .where(AuditEntry.entity == record.__tablename__, AuditEntry.record_id == record.id)
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(20)).all()
-    user_ids = {e.user_id for e in entries if e.user_id is not None}
-    users = _pairs(session, select(User.id, User.username).where(in_ids(session, User.id, user_ids))) \
-        if user_ids else {}
-    data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": users.get(e.user_id),
-                        "changes": e.changes} for e in entries]
+        select(newest.c.action, newest.c.changes, newest.c.at, User.username)
+        .outerjoin(User, User.id == newest.c.user_id).order_by(newest.c.at.desc(), newest.c.id.desc())).all()
+    data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": e.username, "changes": e.changes}
+                       for e in entries]
     data["deals"] = customer_deals(session, ref, user)
     data["leads"] = customer_leads(session, ref, user, emails=[e["address"] for e in data["emails"]],
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
