@@ -16,7 +16,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import utcnow
+from bigledger_core.db import in_ids, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
 
@@ -333,10 +333,10 @@ def exchange_rate(session: Session, from_currency: str, to_currency: str, on: dt
     return rate if source == from_currency else (Decimal(1) / rate).quantize(Decimal("1E-10"))
 
 
-def _where(column_company, column_contact, customer: dict[str, Any]):
+def _where(session: Session, column_company, column_contact, customer: dict[str, Any]):
     if customer.get("kind") == "company":
-        return column_company.in_(list(customer.get("company_ids") or [customer["id"]]))
-    return column_contact.in_(list(customer.get("contact_ids") or [customer["id"]]))
+        return in_ids(session, column_company, list(customer.get("company_ids") or [customer["id"]]))
+    return in_ids(session, column_contact, list(customer.get("contact_ids") or [customer["id"]]))
 
 
 def customer_account(session: Session, customer: dict[str, Any], limit: int) -> dict[str, Any]:
@@ -347,17 +347,17 @@ def customer_account(session: Session, customer: dict[str, Any], limit: int) -> 
                 for r in session.execute(
                     select(Invoice.currency, func.sum(owed).label("outstanding"),
                            func.sum(case((Invoice.due_on < today(), owed), else_=0)).label("overdue"))
-                    .where(_where(Invoice.company_id, Invoice.contact_id, customer), Invoice.status == "issued")
+                    .where(_where(session, Invoice.company_id, Invoice.contact_id, customer), Invoice.status == "issued")
                     .group_by(Invoice.currency).order_by(Invoice.currency))]
     company_ids = list(customer.get("company_ids") or [])
-    hold = session.execute(select(CreditHold.reason).where(CreditHold.company_id.in_(company_ids),
+    hold = session.execute(select(CreditHold.reason).where(in_ids(session, CreditHold.company_id, company_ids),
                                                            CreditHold.on_hold.is_(True)).limit(1)).first() \
         if company_ids else None
     account = {"balances": balances, "credit_hold": hold is not None, "credit_hold_reason": hold[0] if hold else None,
                "invoices": [], "payments": []}
     if limit <= 0:
         return account
-    invoices = session.scalars(select(Invoice).where(_where(Invoice.company_id, Invoice.contact_id, customer))
+    invoices = session.scalars(select(Invoice).where(_where(session, Invoice.company_id, Invoice.contact_id, customer))
                                .order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit))
     account["invoices"] = [{"id": str(i.id), "number": i.number, "status": i.status, "issued_on": i.issued_on,
                             "due_on": i.due_on, "currency": i.currency, "total": money(i.total),
@@ -366,7 +366,7 @@ def customer_account(session: Session, customer: dict[str, Any], limit: int) -> 
     payments = session.execute(
         select(Payment.id, Invoice.number, Payment.received_at, Payment.currency, Payment.amount, Payment.reference)
         .join(Invoice, Invoice.id == Payment.invoice_id)
-        .where(_where(Payment.company_id, Payment.contact_id, customer))
+        .where(_where(session, Payment.company_id, Payment.contact_id, customer))
         .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit))
     account["payments"] = [{"id": str(p.id), "invoice_number": p.number, "received_at": _utc(p.received_at),
                             "currency": p.currency, "amount": money(p.amount), "reference": p.reference}

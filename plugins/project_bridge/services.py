@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import utcnow
+from bigledger_core.db import in_ids, utcnow
 from bigledger_core.errors import BigLedgerError
 
 from .models import CLOSED_STATUSES, PROJECT_STATUSES, Milestone, Project, ProjectRule
@@ -331,18 +331,19 @@ def deal_projects(session: Session, deal_ids: list[int]) -> dict[int, dict[str, 
     return {p["deal_id"]: p for p in _project_dicts(session, projects)}
 
 
-def _of_customer(customer: dict[str, Any]):
+def _of_customer(session: Session, customer: dict[str, Any]):
     if customer.get("kind") == "company":
-        return Project.company_id.in_(list(customer.get("company_ids") or [customer["id"]]))
-    return Project.contact_id.in_(list(customer.get("contact_ids") or [customer["id"]]))
+        return in_ids(session, Project.company_id, list(customer.get("company_ids") or [customer["id"]]))
+    return in_ids(session, Project.contact_id, list(customer.get("contact_ids") or [customer["id"]]))
 
 
 def customer_projects(session: Session, customer: dict[str, Any], limit: int) -> dict[str, Any]:
     """How many of the customer's projects are open, and the newest `limit` (the `project_customer_projects`
     answer). For a company, its contacts' projects without a company count too."""
-    where = _of_customer(customer)
+    where = _of_customer(session, customer)
     if customer.get("kind") == "company" and customer.get("contact_ids"):
-        where = or_(where, Project.company_id.is_(None) & Project.contact_id.in_(list(customer["contact_ids"])))
+        where = or_(where, Project.company_id.is_(None)
+                    & in_ids(session, Project.contact_id, list(customer["contact_ids"])))
     open_count = session.scalar(select(func.count()).select_from(Project)
                                 .where(where, Project.status.not_in(CLOSED_STATUSES)))
     projects = list(session.scalars(select(Project).where(where)
