@@ -30,6 +30,13 @@ def host() -> PluginHost:
     return current_app.extensions["bigledger"]
 
 
+def ask_service(hook: str, **kwargs):
+    """The answer to a firstresult service hook (a module's `finance_…`, the CRM's `crm_customers`…) from every
+    plugin except switched-off modules, in pluggy's order: a module of the deployment answers before a bridge's
+    own storage (`trylast`)."""
+    return host().ask(hook, enabled_modules(), **kwargs)
+
+
 def switched_off(session) -> set[str]:
     """Names of modules an admin switched off (empty before the first migration)."""
     try:

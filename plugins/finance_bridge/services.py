@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from bigledger_core.db import in_ids, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
+from bigledger_core.modules import ask_service
 
 from .models import CreditHold, ExchangeRate, Invoice, InvoiceLine, InvoiceLink, Payment
 
@@ -57,12 +58,7 @@ def today() -> dt.date:
 
 # -- asking the finance module ----------------------------------------------------------------------------
 
-def ask_finance(hook: str, **kwargs) -> Any:
-    """Call a `finance_*` service hook (firstresult) on every plugin except switched-off modules: a finance
-    module an integrator registered answers first, the bridge's own storage (trylast) answers otherwise."""
-    from bigledger_core.modules import enabled_modules
-
-    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+ask_finance = ask_service  # `finance_*` hooks: the deployment's finance module first, else this bridge
 
 
 def account_for_view(customer, limit: int) -> dict[str, Any] | None:
@@ -347,7 +343,8 @@ def customer_account(session: Session, customer: dict[str, Any], limit: int) -> 
                 for r in session.execute(
                     select(Invoice.currency, func.sum(owed).label("outstanding"),
                            func.sum(case((Invoice.due_on < today(), owed), else_=0)).label("overdue"))
-                    .where(_where(session, Invoice.company_id, Invoice.contact_id, customer), Invoice.status == "issued")
+                    .where(_where(session, Invoice.company_id, Invoice.contact_id, customer),
+                           Invoice.status == "issued")
                     .group_by(Invoice.currency).order_by(Invoice.currency))]
     company_ids = list(customer.get("company_ids") or [])
     hold = session.execute(select(CreditHold.reason).where(in_ids(session, CreditHold.company_id, company_ids),

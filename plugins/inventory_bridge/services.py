@@ -12,7 +12,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import has_app_context
 from flask_babel import format_decimal, gettext
 from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bigledger_core.db import db, in_ids, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.i18n import current_locale
+from bigledger_core.modules import ask_service
 
 from .models import CustomerPriceList, PriceList, PriceListItem, Product, Stock
 
@@ -40,12 +41,7 @@ def today() -> dt.date:
 
 # -- asking the inventory module ------------------------------------------------------------------------------
 
-def ask_inventory(hook: str, **kwargs) -> Any:
-    """Call an `inventory_*` service hook (firstresult) on every plugin except switched-off modules: an inventory
-    module of the deployment answers first, the bridge's own storage (trylast) otherwise."""
-    from bigledger_core.modules import enabled_modules
-
-    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+ask_inventory = ask_service  # `inventory_*` hooks: the deployment's inventory module first, else this bridge
 
 
 def _ask(hook: str, **kwargs) -> Any:

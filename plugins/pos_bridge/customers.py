@@ -7,14 +7,13 @@ asked.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-from flask import current_app, g, has_request_context
+from flask import g, has_request_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import in_ids
-from bigledger_core.modules import enabled_modules
+from bigledger_core.modules import ask_service
 
 from .models import LoyaltyCard
 
@@ -67,7 +66,8 @@ class PosCustomer:
 def _identities(session: Session, ids: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
     found: dict[str, list[str]] = {"phone": [], "email": [], "card": []}
     if ids:
-        people = (ask("crm_customers", company_ids=[], contact_ids=list(ids), external_ids=[]) or {}).get("contacts", {})
+        answer = ask("crm_customers", company_ids=[], contact_ids=list(ids), external_ids=[]) or {}
+        people = answer.get("contacts", {})
         for contact_id in ids:
             person = people.get(contact_id) or {}
             found["phone"] += [p for p in person.get("phones", ()) if p not in found["phone"]]
@@ -88,10 +88,7 @@ def pos_customer(session: Session, customer) -> PosCustomer:
     return cache[key]
 
 
-def ask(hook: str, **kwargs) -> Any:
-    """The first answer other than None to a `pos_` hook, in pluggy's order (so `tryfirst`/`trylast` count),
-    from enabled modules and from plugins registered without a module."""
-    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+ask = ask_service  # `pos_*` hooks: the deployment's POS module first, else this bridge
 
 
 def recent_since(now: dt.datetime) -> dt.datetime:

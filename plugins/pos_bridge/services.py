@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bigledger_core.errors import BigLedgerError
-from bigledger_core.modules import enabled_modules
+from bigledger_core.modules import ask_service
 from bigledger_core.normalize import InvalidValue, normalize_email, parse_phone
 
 from .models import LoyaltyCard, PosSale, PosSaleLine
@@ -242,9 +242,7 @@ def clean_sale(data: Any) -> SaleInput:
 
 # -- matching ------------------------------------------------------------------------------------------
 
-def _crm(hook: str, **kwargs) -> Any:
-    """Ask the CRM (its `crm_` service hooks): the bridge reads and writes no CRM table itself."""
-    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+_crm = ask_service  # the CRM's `crm_` services: the bridge reads and writes no CRM table itself
 
 
 def _survivor(contact_id: int | None) -> int | None:

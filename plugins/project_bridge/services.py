@@ -11,7 +11,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app, g, has_request_context
+from flask import g, has_request_context
 from flask_babel import gettext
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bigledger_core.db import in_ids, utcnow
 from bigledger_core.errors import BigLedgerError
+from bigledger_core.modules import ask_service
 
 from .models import CLOSED_STATUSES, PROJECT_STATUSES, Milestone, Project, ProjectRule
 
@@ -46,12 +47,7 @@ def status_label(status: str) -> str:
 
 # -- asking the project module --------------------------------------------------------------------------------
 
-def ask_projects(hook: str, **kwargs) -> Any:
-    """Call a `project_*` service hook (firstresult) on every plugin except switched-off modules: a project module
-    an integrator registered answers first, the bridge's own storage (trylast) answers otherwise."""
-    from bigledger_core.modules import enabled_modules
-
-    return current_app.extensions["bigledger"].ask(hook, enabled_modules(), **kwargs)
+ask_projects = ask_service  # `project_*` hooks: the deployment's project module first, else this bridge
 
 
 def projects_for_view(customer, limit: int) -> dict[str, Any] | None:

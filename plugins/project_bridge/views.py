@@ -260,8 +260,8 @@ class ProjectView(ModelView):
         return self._status(items, "cancelled")
 
 
-_PROJECT_COLUMNS = ["id", "number", "name", "status", "deal_id", "deal_name", "company_id", "contact_id", "customer_name",
-                    "start_on", "due_on", "rule_id", "external_id", "created_at", "updated_at"]
+_PROJECT_COLUMNS = ["id", "number", "name", "status", "deal_id", "deal_name", "company_id", "contact_id",
+                    "customer_name", "start_on", "due_on", "rule_id", "external_id", "created_at", "updated_at"]
 
 
 class ProjectApi(ModelRestApi):
