@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import func, literal, literal_column, or_, select, union, union_all
+from sqlalchemy import func, literal, literal_column, null, or_, select, union, union_all
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,9 @@ from .models import (
     Document,
     Email,
     Phone,
+    Tag,
+    company_tag,
+    contact_tag,
 )
 from .normalize import normalize_name, phone_query
 from .pipeline.queries import customer_deals, open_value_by_company, roll_up
@@ -186,46 +189,53 @@ class CustomerRef:
     contact_ids: tuple[int, ...]
 
 
-def _activities(session: Session, customer: CustomerRef, kinds: list[str] | None = None):
+def _activities(session: Session, customer: CustomerRef):
     """The customer's activities as (id, occurred_at, kind). A company's are those on it or its subsidiaries
     plus those on its people that are not already among them: two disjoint ranges of the two covering indexes,
     counted and sorted without reading the table."""
     columns = (Activity.id.label("id"), Activity.occurred_at.label("occurred_at"), Activity.kind.label("kind"))
-    only = [Activity.kind.in_(kinds)] if kinds else []
     if customer.kind != "company":
-        return select(*columns).where(Activity.contact_id == customer.id, *only).subquery("hits")
+        return select(*columns).where(Activity.contact_id == customer.id).cte("hits")
     on_companies = in_ids(session, Activity.company_id, customer.company_ids)
     return union_all(
-        select(*columns).where(on_companies, *only),
+        select(*columns).where(on_companies),
         select(*columns).where(in_ids(session, Activity.contact_id, customer.contact_ids),
-                               or_(Activity.company_id.is_(None), ~on_companies), *only),
-    ).subquery("hits")
+                               or_(Activity.company_id.is_(None), ~on_companies)),
+    ).cte("hits")
 
 
-def activity_counts(session: Session, customer: CustomerRef) -> dict[str, int]:
-    """How many activities of each kind the customer has."""
+def _activity_page(session: Session, customer: CustomerRef, kinds: list[str] | None, window: int):
+    """How many activities of each kind the customer has, and the newest `window` of `kinds` (all when None),
+    newest first, in one statement: both read the customer's index ranges once (PostgreSQL materializes a
+    WITH query used twice). The counts come back as rows with only `kind` and `n`."""
     hits = _activities(session, customer)
-    return {kind: n for kind, n in session.execute(select(hits.c.kind, func.count()).group_by(hits.c.kind))}
+    counts = select(hits.c.kind.label("kind"), func.count().label("n"), *[
+        null().label(name) for name in ("id", "occurred_at", "subject", "outcome", "duration_minutes", "username")
+    ]).group_by(hits.c.kind)
+    newest = select(hits.c.id, hits.c.occurred_at).where(*([hits.c.kind.in_(kinds)] if kinds else [])) \
+        .order_by(hits.c.occurred_at.desc(), hits.c.id.desc()).limit(window).subquery("newest")
+    page = select(Activity.kind, null().label("n"), Activity.id, Activity.occurred_at, Activity.subject,
+                  Activity.outcome, Activity.duration_minutes, User.username) \
+        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
+    counted: dict[str, int] = {}
+    rows = []
+    for row in session.execute(union_all(page, counts)):  # the page first: its columns' types are the result's
+        if row.id is None:
+            counted[row.kind] = row.n
+        else:
+            rows.append(row)
+    rows.sort(key=lambda r: (r.occurred_at, r.id), reverse=True)
+    return counted, rows
 
 
 def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page: int = 25,
-             kinds: list[str] | None = None, counts: dict[str, int] | None = None) -> dict:
-    """Activities (and entries other modules contribute) newest first, one page. `counts`: the customer's
-    activities by kind when the caller has them (the total is then not counted again)."""
+             kinds: list[str] | None = None) -> dict:
+    """Activities (and entries other modules contribute) newest first, one page, with the customer's
+    activities counted by kind (`counts`, whatever `kinds` shows)."""
     page, per_page = max(page, 1), min(max(per_page, 1), 100)
-    hits = _activities(session, customer, kinds)
-    if counts is not None:
-        total = sum(n for kind, n in counts.items() if not kinds or kind in kinds)
-    else:
-        total = session.scalar(select(func.count()).select_from(hits))
     window = page * per_page
-    newest = select(hits.c.id, hits.c.occurred_at).order_by(hits.c.occurred_at.desc(), hits.c.id.desc()) \
-        .limit(window).subquery("newest")
-    activities = session.execute(
-        select(Activity.id, Activity.kind, Activity.occurred_at, Activity.subject, Activity.outcome,
-               Activity.duration_minutes, User.username)
-        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
-        .order_by(newest.c.occurred_at.desc(), newest.c.id.desc()))
+    counts, activities = _activity_page(session, customer, kinds, window)
+    total = sum(n for kind, n in counts.items() if not kinds or kind in kinds)
     entries = [{"source": "crm", "kind": a.kind, "id": a.id, "at": a.occurred_at.isoformat(), "title": a.subject,
                 "detail": a.outcome or "", "duration_minutes": a.duration_minutes, "user": a.username}
                for a in activities]
@@ -238,21 +248,33 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
             total += 1
     entries.sort(key=lambda e: e["at"], reverse=True)
     return {"page": page, "per_page": per_page, "total": total,
-            "entries": entries[(page - 1) * per_page: window], "missing": failed}
+            "entries": entries[(page - 1) * per_page: window], "missing": failed, "counts": counts}
 
 
 # -- the 360° view -------------------------------------------------------------------------------------
 
-def customer_ref(session: Session, kind: str, record, below: list[tuple[int, int, int]] | None = None) -> CustomerRef:
-    """The customer as hooks see it; `below` is the company's `descendants` when already read."""
+def customer_ref(session: Session, kind: str, record, below: list[tuple[int, int, int]] | None = None
+                 ) -> tuple[CustomerRef, dict[int, int]]:
+    """The customer as hooks see it, and (a company) how many people each company of its tree has, in one
+    statement; `below` is the company's `descendants` when already read."""
     if kind == "company":
         below = descendants(session, record.id) if below is None else below
         company_ids = (record.id, *[cid for cid, _depth, _parent in below])
-        contact_ids = tuple(session.scalars(select(ContactCompany.contact_id)
-                                            .where(ContactCompany.company_id == record.id)))
-        return CustomerRef("company", record.id, record.name, company_ids, contact_ids)
+        links = ContactCompany.company_id, ContactCompany.contact_id
+        people, counts = [], {}
+        branches = [select(literal(record.id), null(), links[1]).where(links[0] == record.id)]  # its people
+        if below:  # and how many each company below has
+            branches.append(select(links[0], func.count(), null()).where(in_ids(session, links[0], company_ids[1:]))
+                            .group_by(links[0]))
+        for company_id, count, contact_id in session.execute(union_all(*branches)):
+            if contact_id is None:
+                counts[company_id] = count
+            else:
+                people.append(contact_id)
+        counts[record.id] = len(people)
+        return CustomerRef("company", record.id, record.name, company_ids, tuple(people)), counts
     company_ids = tuple(session.scalars(select(ContactCompany.company_id).where(ContactCompany.contact_id == record.id)))
-    return CustomerRef("contact", record.id, record.full_name, company_ids, (record.id,))
+    return CustomerRef("contact", record.id, record.full_name, company_ids, (record.id,)), {}
 
 
 MAX_TREE_DEPTH = 1000
@@ -280,21 +302,42 @@ def _tree(session: Session, company_id: int) -> tuple[list[int], list[tuple[int,
     return chain, below, names
 
 
+_TEXTS = 6  # the most text columns one of the lists below has (an address)
+
+
 def _details(session: Session, kind: str, record_id: int) -> dict[str, list[dict]]:
-    column = "contact_id" if kind == "contact" else "company_id"
-    phones = session.scalars(select(Phone).where(getattr(Phone, column) == record_id).order_by(
-        Phone.is_primary.desc(), Phone.id))
-    emails = session.scalars(select(Email).where(getattr(Email, column) == record_id).order_by(
-        Email.is_primary.desc(), Email.id))
-    addresses = session.scalars(select(Address).where(getattr(Address, column) == record_id).order_by(
-        Address.is_primary.desc(), Address.id))
+    """The record's phones, e-mails, addresses (primary first) and tags, in one statement: each list is one
+    branch of a UNION ALL with the same columns (part, id, kind, primary and up to six texts)."""
+    column, tags = ("contact_id", contact_tag) if kind == "contact" else ("company_id", company_tag)
+
+    def part(name, model, *texts, where=None, kind_=None, primary=None):
+        padding = [null()] * (_TEXTS - len(texts))
+        return select(literal(name).label("part"), model.id.label("id"),
+                      (kind_ if kind_ is not None else model.kind).label("kind"),
+                      (primary if primary is not None else model.is_primary).label("is_primary"),
+                      *[text.label(f"t{i}") for i, text in enumerate([*texts, *padding])]) \
+            .where(where if where is not None else getattr(model, column) == record_id)
+
+    rows: dict[str, list] = {"phone": [], "email": [], "address": [], "tag": []}
+    for row in session.execute(union_all(
+            part("phone", Phone, Phone.raw, Phone.e164),
+            part("email", Email, Email.address),
+            part("address", Address, Address.country, Address.province, Address.city, Address.district,
+                 Address.street, Address.postcode),
+            part("tag", Tag, Tag.name, Tag.color, kind_=null(), primary=null(),
+                 where=Tag.id.in_(select(tags.c.tag_id).where(tags.c[column] == record_id))))):
+        rows[row.part].append(row)
+    for name in ("phone", "email", "address"):
+        rows[name].sort(key=lambda r: (not r.is_primary, r.id))
+    rows["tag"].sort(key=lambda r: r.id)
     return {
-        "phones": [{"id": p.id, "kind": p.kind, "raw": p.raw, "e164": p.e164, "primary": p.is_primary}
-                   for p in phones],
-        "emails": [{"id": e.id, "kind": e.kind, "address": e.address, "primary": e.is_primary} for e in emails],
-        "addresses": [{"id": a.id, "kind": a.kind, "country": a.country, "province": a.province, "city": a.city,
-                       "district": a.district, "street": a.street, "postcode": a.postcode,
-                       "primary": a.is_primary} for a in addresses],
+        "phones": [{"id": p.id, "kind": p.kind, "raw": p.t0, "e164": p.t1, "primary": p.is_primary}
+                   for p in rows["phone"]],
+        "emails": [{"id": e.id, "kind": e.kind, "address": e.t0, "primary": e.is_primary} for e in rows["email"]],
+        "addresses": [{"id": a.id, "kind": a.kind, "country": a.t0, "province": a.t1, "city": a.t2,
+                       "district": a.t3, "street": a.t4, "postcode": a.t5, "primary": a.is_primary}
+                      for a in rows["address"]],
+        "tags": [{"id": t.id, "name": t.t0, "color": t.t1} for t in rows["tag"]],
     }
 
 
@@ -303,10 +346,6 @@ def _custom(session: Session, kind: str, values: dict) -> list[dict]:
 
     return [{"key": f.key, "label": field_label(f), "type": f.type, "value": values.get(f.key)}
             for f in custom_fields(session, kind)]
-
-
-def _pairs(session: Session, statement) -> dict:
-    return {key: value for key, value in session.execute(statement).all()}
 
 
 def _money(values: dict) -> dict[str, str]:
@@ -322,7 +361,7 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
     up), people (`PEOPLE_PER_PAGE` at a time), deals, leads, activities, documents, and the panels of other
     modules."""
     chain, below, names = _tree(session, record.id) if kind == "company" else ([], None, {})
-    ref = customer_ref(session, kind, record, below)
+    ref, counts = customer_ref(session, kind, record, below)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
     if kind == "company":
         data["profile"] = {"name": record.name, "name_en": record.name_en, "legal_name": record.legal_name,
@@ -330,8 +369,6 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                            "website": record.website, "status": record.status,
                            "owner": record.owner.username if record.owner else None,
                            "team": record.team.name if record.team else None}
-        counts = _pairs(session, select(ContactCompany.company_id, func.count()).where(
-            in_ids(session, ContactCompany.company_id, ref.company_ids)).group_by(ContactCompany.company_id))
         own = open_value_by_company(session, ref.company_ids, user)
         rolled = roll_up(below, record.id, own)
         data["hierarchy"] = {
@@ -372,7 +409,6 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
         phones=[p["e164"] for p in data["phones"] if p["e164"]],
         name=record.full_name if kind == "contact" else record.name,
         company_ids=[c["id"] for c in data.get("companies", [])], exclude_id=record.id, user=user)
-    data["tags"] = [{"id": t.id, "name": t.name, "color": t.color} for t in record.tags]
     data["custom"] = _custom(session, kind, record.custom or {})
     column = Document.contact_id if kind == "contact" else Document.company_id
     data["documents"] = [{"id": d.id, "filename": d.filename, "size": d.size, "content_type": d.content_type,
@@ -392,8 +428,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
     data["deals"] = customer_deals(session, ref, user)
     data["leads"] = customer_leads(session, ref, user, emails=[e["address"] for e in data["emails"]],
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
-    data["activity_counts"] = activity_counts(session, ref)
-    data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None, counts=data["activity_counts"])
+    data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)
+    data["activity_counts"] = data["timeline"].pop("counts")
     answers, failed = contributions("crm_customer_panels", customer=ref)
     data["panels"] = [{"module": plugin, **panel} for plugin, answer in answers for panel in (answer or [])] \
         + [unavailable_panel(module) for module in failed]

@@ -110,15 +110,7 @@ def crm_customer_panels(customer):
         from flask import current_app, url_for
 
         if current_app.appbuilder.sm.has_access("can_edit", "FinanceCreditHold"):
-            from sqlalchemy import select
-
-            from bigledger_core.db import db
-
-            from .models import CreditHold
-
-            held = db.session.scalar(select(CreditHold.id).where(CreditHold.company_id == customer.id))
-            shown["url"] = url_for("CreditHoldView.edit", pk=held) if held is not None \
-                else url_for("CreditHoldView.add", company_id=customer.id)
+            shown["url"] = url_for("CreditHoldView.add", company_id=customer.id)  # opens its entry if it has one
             shown["link"] = {"zh": "设置信用冻结或付款条件", "en": "Set a credit hold or payment terms"}
     return [shown]
 

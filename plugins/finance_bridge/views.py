@@ -3,13 +3,15 @@
 services.py, so the screen, the API and the demo follow the same rules."""
 from __future__ import annotations
 
-from flask import flash, g, redirect, request
-from flask_appbuilder import ModelRestApi, ModelView, action
+from flask import flash, g, redirect, request, url_for
+from flask_appbuilder import ModelRestApi, ModelView, action, has_access
+from flask_appbuilder import expose as expose_view
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 from wtforms import BooleanField, IntegerField
 from wtforms.validators import DataRequired, Optional
@@ -306,6 +308,18 @@ class CreditHoldView(ModelView):
     add_form_extra_fields = {
         "company_id": IntegerField(_l("Company ID"), validators=[DataRequired()], default=_company_from_address),
         **edit_form_extra_fields}
+
+    @expose_view("/add", methods=["GET", "POST"])
+    @has_access
+    def add(self):
+        """A company has one entry: asked to add one for a company that has it (the 360° view's link), the
+        screen opens that entry instead."""
+        company_id = request.args.get("company_id", type=int)
+        if request.method == "GET" and company_id is not None:
+            held = db.session.scalar(select(CreditHold.id).where(CreditHold.company_id == company_id))
+            if held is not None:
+                return redirect(url_for(".edit", pk=held))
+        return super().add()
 
     def pre_add(self, item):
         try:

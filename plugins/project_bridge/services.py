@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import g, has_request_context
 from flask_babel import gettext
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -340,11 +340,13 @@ def customer_projects(session: Session, customer: dict[str, Any], limit: int) ->
     if customer.get("kind") == "company" and customer.get("contact_ids"):
         where = or_(where, Project.company_id.is_(None)
                     & in_ids(session, Project.contact_id, list(customer["contact_ids"])))
-    open_count = session.scalar(select(func.count()).select_from(Project)
-                                .where(where, Project.status.not_in(CLOSED_STATUSES)))
-    projects = list(session.scalars(select(Project).where(where)
-                                    .order_by(Project.created_at.desc(), Project.id.desc()).limit(max(limit, 0))))
-    return {"open": open_count or 0, "projects": _project_dicts(session, projects)}
+    open_count = func.sum(case((Project.status.not_in(CLOSED_STATUSES), 1), else_=0)).over()  # before the limit
+    if limit <= 0:
+        return {"open": session.scalar(select(func.count()).select_from(Project)
+                                       .where(where, Project.status.not_in(CLOSED_STATUSES))) or 0, "projects": []}
+    rows = session.execute(select(Project, open_count).where(where)
+                           .order_by(Project.created_at.desc(), Project.id.desc()).limit(limit)).all()
+    return {"open": int(rows[0][1] or 0) if rows else 0, "projects": _project_dicts(session, [r[0] for r in rows])}
 
 
 def move_customer(session: Session, kind: str, merged_id: int, survivor_id: int) -> None:

@@ -474,7 +474,9 @@ def test_credit_holds_and_payment_terms_are_set_from_the_360_view_and_used_on_in
         hold = db.session.scalar(select(CreditHold).where(CreditHold.company_id == world["company"]))
         assert (hold.on_hold, hold.payment_terms_days) == (False, 45)
     again = client.get(f"/crm/customer/company/{world['company']}").get_data(as_text=True)
-    assert f'href="/finance/credit_holds/edit/{hold.id}"' in again  # the entry it has, not a second one
+    assert f'href="/finance/credit_holds/add?company_id={world["company"]}"' in again
+    opened = client.get(f"/finance/credit_holds/add?company_id={world['company']}")
+    assert opened.status_code == 302 and opened.location.endswith(f"/finance/credit_holds/edit/{hold.id}")  # not a second
 
     _win(app, world)
     _win(app, world, company=world["other"])

@@ -224,6 +224,59 @@ def test_a_company_360_takes_in_its_whole_tree_and_counts_each_activity_once(app
     assert only_calls["total"] == 1 and [e["title"] for e in only_calls["entries"]] == ["both"]
 
 
+def test_the_360_lists_come_in_order_and_its_statements_do_not_grow_with_the_customer(app, client, world):
+    """Phones, e-mails and addresses primary first, tags, people: each read once for the whole list, so a
+    customer with many of everything costs the same number of statements as one with one of each."""
+    from sqlalchemy import event
+
+    from plugins.crm.models import Address, Tag
+
+    h = auth(client)
+    url = f"/api/v1/crm/customer/company/{world['sub']}/360"
+
+    def statements():
+        seen = []
+        with app.app_context():
+            engine = db.engine
+
+        def count(*_args):
+            seen.append(1)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            view = client.get(url, headers=h).get_json()["result"]
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(seen), view
+
+    few, _ = statements()
+    with app.app_context():
+        s = db.session
+        sub = s.get(Company, world["sub"])
+        sub.tags = [Tag(name="重点客户", color="#d9534f"), Tag(name="年框", color="#5cb85c")]
+        s.add_all([Address(company=sub, kind="shipping", city="苏州", street="工业园区星湖街1号"),
+                   Address(company=sub, kind="office", city="深圳", street="深南大道2号", is_primary=True),
+                   Phone(company=sub, kind="office", raw="0755-8888 0000"),
+                   Phone(company=sub, kind="fax", raw="0755-8888 0001", is_primary=True),
+                   Email(company=sub, address="info@crv.example.com"),
+                   Email(company=sub, address="sales@crv.example.com", is_primary=True)])
+        people = [Contact(full_name=f"店长{n:02d}") for n in range(20)]
+        s.add_all(people)
+        s.flush()
+        s.add_all([ContactCompany(contact=person, company=sub) for person in people])
+        at = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+        s.add_all([Activity(kind="task", subject=f"回访 {n}", contact_id=people[n].id, occurred_at=at)
+                   for n in range(20)])
+        s.commit()
+    many, view = statements()
+    assert many == few
+    assert [a["street"] for a in view["addresses"]] == ["深南大道2号", "工业园区星湖街1号"]
+    assert [(p["raw"], p["primary"]) for p in view["phones"]] == [("0755-8888 0001", True), ("0755-8888 0000", False)]
+    assert [e["address"] for e in view["emails"]] == ["sales@crv.example.com", "info@crv.example.com"]
+    assert [(t["name"], t["color"]) for t in view["tags"]] == [("重点客户", "#d9534f"), ("年框", "#5cb85c")]
+    assert view["people_pages"]["total"] == 21 and view["activity_counts"] == {"task": 20}
+
+
 def test_a_company_with_many_people_shows_them_a_page_at_a_time(app, client, world):
     with app.app_context():
         s = db.session

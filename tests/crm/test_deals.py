@@ -223,6 +223,8 @@ def test_the_360_view_shows_open_and_closed_deals_and_rolls_up_open_value_throug
     assert children["华润万家"]["open_value_rolled_up"] == {"CNY": "28000.00", "USD": "700.00"}
     assert view["deals"]["counts"] == {"open": 5, "won": 1, "lost": 0}
     assert [d["name"] for d in view["deals"]["closed"]] == ["已签约"]
+    assert [d["name"] for d in view["deals"]["open"]] == [  # no close dates: the newest first
+        "Export order", "商机 华润万家苏州店 5000", "商机 华润万家苏州店 3000", "商机 华润万家 20000", "商机 华润集团 100000"]
     # a rep sees only their own deals, in the deal list and in the roll-up
     mine = client.get(f"/api/v1/crm/customer/company/{ids['group']}/360",
                       headers=auth(client, "rep")).get_json()["result"]

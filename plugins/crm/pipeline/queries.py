@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import in_ids
@@ -30,18 +30,22 @@ def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict
         where.append(clause)
     columns = (Deal.id, Deal.name, Deal.status, Deal.amount, Deal.currency, Deal.probability, Deal.expected_close,
                Deal.closed_at, Deal.close_reason, Deal.company_id, Stage.name.label("stage"))
-    result = {}
+    branches = []  # the open and the closed ones in one statement, each numbered in its own order
     for key, statuses, order in (("open", ("open",), Deal.expected_close.asc()),
                                  ("closed", ("won", "lost"), Deal.closed_at.desc())):
-        rows = session.execute(select(*columns).join(Stage, Stage.id == Deal.stage_id)
-                               .where(*where, Deal.status.in_(statuses))
-                               .order_by(order, Deal.id.desc()).limit(limit)).all()
-        result[key] = [{"id": r.id, "name": r.name, "status": r.status, "amount": str(r.amount),
-                        "currency": r.currency, "probability": str(r.probability), "stage": r.stage,
-                        "company_id": r.company_id,
-                        "expected_close": r.expected_close.isoformat() if r.expected_close else None,
-                        "closed_at": r.closed_at.isoformat() if r.closed_at else None,
-                        "reason": r.close_reason} for r in rows]
+        newest = select(*columns, literal(key).label("list"),
+                        func.row_number().over(order_by=(order, Deal.id.desc())).label("position")) \
+            .join(Stage, Stage.id == Deal.stage_id).where(*where, Deal.status.in_(statuses)) \
+            .order_by(order, Deal.id.desc()).limit(limit).subquery()
+        branches.append(select(newest))
+    result: dict = {"open": [], "closed": []}
+    for r in sorted(session.execute(union_all(*branches)), key=lambda r: (r.list, r.position)):
+        result[r.list].append({"id": r.id, "name": r.name, "status": r.status, "amount": str(r.amount),
+                               "currency": r.currency, "probability": str(r.probability), "stage": r.stage,
+                               "company_id": r.company_id,
+                               "expected_close": r.expected_close.isoformat() if r.expected_close else None,
+                               "closed_at": r.closed_at.isoformat() if r.closed_at else None,
+                               "reason": r.close_reason})
     totals = session.execute(select(Deal.status, Deal.currency, func.count(), func.sum(Deal.amount))
                              .where(*where).group_by(Deal.status, Deal.currency)).all()
     result["counts"] = {status: 0 for status in ("open", "won", "lost")}
