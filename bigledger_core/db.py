@@ -79,3 +79,16 @@ def in_ids(session: Session, column, ids):
 
         return column == any_(bindparam(None, ids, type_=ARRAY(column.type)))
     return column.in_(ids)
+
+
+def ids_param(dialect: str, column, name: str):
+    """`column IN :name` for a statement built once and run with other ids each time (`in_ids` for a
+    statement that takes its values at execution): one array parameter on PostgreSQL, an expanding IN
+    elsewhere. `dialect` is the engine's dialect name, part of the key the built statement is cached under."""
+    from sqlalchemy import any_, bindparam
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))

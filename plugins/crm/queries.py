@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import func, literal, literal_column, null, or_, select, union, union_all
+from sqlalchemy import Integer, bindparam, cast, func, literal, literal_column, null, or_, select, union, union_all
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import in_ids
+from bigledger_core.db import ids_param, in_ids
 from bigledger_core.security import visibility_clause
 
 from .leads.queries import customer_leads
@@ -30,11 +31,10 @@ from .models import (
     contact_tag,
 )
 from .normalize import normalize_name, phone_query
-from .pipeline.queries import customer_deals, open_value_by_company, roll_up
+from .pipeline.queries import customer_deals, roll_up
 from .services import (
     contributions,
     custom_fields,
-    descendants,
     phone_region,
     unavailable_panel,
 )
@@ -189,37 +189,50 @@ class CustomerRef:
     contact_ids: tuple[int, ...]
 
 
-def _activities(session: Session, customer: CustomerRef):
-    """The customer's activities as (id, occurred_at, kind). A company's are those on it or its subsidiaries
-    plus those on its people that are not already among them: two disjoint ranges of the two covering indexes,
-    counted and sorted without reading the table."""
+@cache
+def _activity_statement(dialect: str, kind: str, filtered: bool):
+    """Built once per dialect, customer kind and whether the page shows only some kinds: how many activities
+    of each kind the customer has, and the newest `:window` of `:kinds`, in one statement. The customer's
+    activities are (id, occurred_at, kind) of two disjoint ranges of the two covering indexes (a company's: those
+    on it or its subsidiaries, `:companies`, plus those on its people, `:people`, not already among them), read
+    once: PostgreSQL materializes a WITH query used twice. The counts come back as rows with only kind and n."""
     columns = (Activity.id.label("id"), Activity.occurred_at.label("occurred_at"), Activity.kind.label("kind"))
-    if customer.kind != "company":
-        return select(*columns).where(Activity.contact_id == customer.id).cte("hits")
-    on_companies = in_ids(session, Activity.company_id, customer.company_ids)
-    return union_all(
-        select(*columns).where(on_companies),
-        select(*columns).where(in_ids(session, Activity.contact_id, customer.contact_ids),
-                               or_(Activity.company_id.is_(None), ~on_companies)),
-    ).cte("hits")
+    if kind != "company":
+        hits = select(*columns).where(Activity.contact_id == bindparam("contact_id", type_=Integer)).cte("hits")
+    else:
+        on_companies = ids_param(dialect, Activity.company_id, "companies")
+        hits = union_all(
+            select(*columns).where(on_companies),
+            select(*columns).where(ids_param(dialect, Activity.contact_id, "people"),
+                                   or_(Activity.company_id.is_(None), ~on_companies)),
+        ).cte("hits")
+    counts = select(hits.c.kind.label("kind"), func.count().label("n"), *[
+        null().label(name) for name in ("id", "occurred_at", "subject", "outcome", "duration_minutes", "username")
+    ]).group_by(hits.c.kind)
+    newest = select(hits.c.id, hits.c.occurred_at) \
+        .where(*([hits.c.kind.in_(bindparam("kinds", expanding=True))] if filtered else [])) \
+        .order_by(hits.c.occurred_at.desc(), hits.c.id.desc()).limit(bindparam("window", type_=Integer)) \
+        .subquery("newest")
+    page = select(Activity.kind, null().label("n"), Activity.id, Activity.occurred_at, Activity.subject,
+                  Activity.outcome, Activity.duration_minutes, User.username) \
+        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
+    return union_all(page, counts)  # the page first: its columns' types are the result's
 
 
 def _activity_page(session: Session, customer: CustomerRef, kinds: list[str] | None, window: int):
     """How many activities of each kind the customer has, and the newest `window` of `kinds` (all when None),
-    newest first, in one statement: both read the customer's index ranges once (PostgreSQL materializes a
-    WITH query used twice). The counts come back as rows with only `kind` and `n`."""
-    hits = _activities(session, customer)
-    counts = select(hits.c.kind.label("kind"), func.count().label("n"), *[
-        null().label(name) for name in ("id", "occurred_at", "subject", "outcome", "duration_minutes", "username")
-    ]).group_by(hits.c.kind)
-    newest = select(hits.c.id, hits.c.occurred_at).where(*([hits.c.kind.in_(kinds)] if kinds else [])) \
-        .order_by(hits.c.occurred_at.desc(), hits.c.id.desc()).limit(window).subquery("newest")
-    page = select(Activity.kind, null().label("n"), Activity.id, Activity.occurred_at, Activity.subject,
-                  Activity.outcome, Activity.duration_minutes, User.username) \
-        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
+    newest first."""
+    dialect = session.get_bind().dialect.name
+    params: dict[str, Any] = {"window": window}
+    if customer.kind == "company":
+        params.update(companies=list(customer.company_ids), people=list(customer.contact_ids))
+    else:
+        params["contact_id"] = customer.id
+    if kinds:
+        params["kinds"] = list(kinds)
     counted: dict[str, int] = {}
     rows = []
-    for row in session.execute(union_all(page, counts)):  # the page first: its columns' types are the result's
+    for row in session.execute(_activity_statement(dialect, customer.kind, bool(kinds)), params):
         if row.id is None:
             counted[row.kind] = row.n
         else:
@@ -253,36 +266,29 @@ def timeline(session: Session, customer: CustomerRef, *, page: int = 1, per_page
 
 # -- the 360° view -------------------------------------------------------------------------------------
 
-def customer_ref(session: Session, kind: str, record, below: list[tuple[int, int, int]] | None = None
-                 ) -> tuple[CustomerRef, dict[int, int]]:
-    """The customer as hooks see it, and (a company) how many people each company of its tree has, in one
-    statement; `below` is the company's `descendants` when already read."""
-    if kind == "company":
-        below = descendants(session, record.id) if below is None else below
-        company_ids = (record.id, *[cid for cid, _depth, _parent in below])
-        links = ContactCompany.company_id, ContactCompany.contact_id
-        people, counts = [], {}
-        branches = [select(literal(record.id), null(), links[1]).where(links[0] == record.id)]  # its people
-        if below:  # and how many each company below has
-            branches.append(select(links[0], func.count(), null()).where(in_ids(session, links[0], company_ids[1:]))
-                            .group_by(links[0]))
-        for company_id, count, contact_id in session.execute(union_all(*branches)):
-            if contact_id is None:
-                counts[company_id] = count
-            else:
-                people.append(contact_id)
-        counts[record.id] = len(people)
-        return CustomerRef("company", record.id, record.name, company_ids, tuple(people)), counts
+def _contact_ref(session: Session, record) -> CustomerRef:
     company_ids = tuple(session.scalars(select(ContactCompany.company_id).where(ContactCompany.contact_id == record.id)))
-    return CustomerRef("contact", record.id, record.full_name, company_ids, (record.id,)), {}
+    return CustomerRef("contact", record.id, record.full_name, company_ids, (record.id,))
 
 
 MAX_TREE_DEPTH = 1000
 
 
-def _tree(session: Session, company_id: int) -> tuple[list[int], list[tuple[int, int, int]], dict[int, str]]:
-    """The company's ancestors (parent first), everything below it as `descendants` gives it, and the names of
-    all of them, in one statement of two recursive queries (the upward one stops at a cycle)."""
+@dataclass(frozen=True)
+class _Tree:
+    chain: list[int]  # the ancestors, parent first
+    below: list[tuple[int, int, int]]  # everything below, as `descendants` gives it: (id, depth, parent id)
+    names: dict[int, str]  # of all of them
+    people: tuple[int, ...]  # the ids of the company's own people
+    counts: dict[int, int]  # how many people each company of the tree has
+
+
+@cache
+def _tree_statement():
+    """Two recursive queries (the upward one stops at a cycle) and the people of the tree, as one statement
+    built once: rows of (id, parent_id, name, depth, people, contact_id), where depth 0 is the company and its
+    ancestors, above 0 a company below it, -1 a company's head count and -2 one of the company's people."""
+    company_id = bindparam("company_id", type_=Integer)
     columns = (Company.id, Company.parent_id, Company.name)
     up = select(*columns).where(Company.id == company_id).cte("up", recursive=True)
     up = up.union(select(*columns).join(up, Company.id == up.c.parent_id))
@@ -290,25 +296,42 @@ def _tree(session: Session, company_id: int) -> tuple[list[int], list[tuple[int,
         .cte("down", recursive=True)
     down = down.union(select(*columns, (down.c.depth + 1).label("depth")).join(down, Company.parent_id == down.c.id)
                       .where(down.c.depth < MAX_TREE_DEPTH))  # a cycle written past the checks still ends
-    rows = session.execute(union_all(select(up.c.id, up.c.parent_id, up.c.name, literal(0).label("depth")),
-                                     select(down.c.id, down.c.parent_id, down.c.name, down.c.depth))).all()
-    names = {row.id: row.name for row in rows}
+    links = ContactCompany
+    return union_all(
+        select(up.c.id, up.c.parent_id, up.c.name, literal(0).label("depth"), cast(null(), Integer).label("people"),
+               cast(null(), Integer).label("contact_id")),  # typed: PostgreSQL types a union's NULLs left to right
+        select(down.c.id, down.c.parent_id, down.c.name, down.c.depth, null(), null()),
+        select(links.company_id, null(), null(), literal(-1), func.count(), null())
+        .where(links.company_id.in_(select(down.c.id))).group_by(links.company_id),
+        select(links.company_id, null(), null(), literal(-2), null(), links.contact_id)
+        .where(links.company_id == company_id))
+
+
+def _tree(session: Session, company_id: int) -> _Tree:
+    """The company's ancestors, everything below it, their names and the people of each, in one statement."""
+    rows = session.execute(_tree_statement(), {"company_id": company_id}).all()
+    names = {row.id: row.name for row in rows if row.depth >= 0}
     parents = {row.id: row.parent_id for row in rows if row.depth == 0}
     chain, current = [], parents.get(company_id)
     while current is not None and current in parents and current not in chain and current != company_id:
         chain.append(current)
         current = parents[current]
     below = sorted(((row.id, row.depth, row.parent_id) for row in rows if row.depth > 0), key=lambda r: (r[1], r[0]))
-    return chain, below, names
+    people = tuple(sorted(row.contact_id for row in rows if row.depth == -2))
+    counts = {row.id: row.people for row in rows if row.depth == -1}
+    counts[company_id] = len(people)
+    return _Tree(chain, below, names, people, counts)
 
 
 _TEXTS = 6  # the most text columns one of the lists below has (an address)
 
 
-def _details(session: Session, kind: str, record_id: int) -> dict[str, list[dict]]:
-    """The record's phones, e-mails, addresses (primary first) and tags, in one statement: each list is one
-    branch of a UNION ALL with the same columns (part, id, kind, primary and up to six texts)."""
+@cache
+def _details_statement(kind: str):
+    """Built once per kind of record: its phones, e-mails, addresses and tags, each list one branch of a UNION ALL
+    with the same columns (part, id, kind, primary and up to six texts), for the record `:record_id`."""
     column, tags = ("contact_id", contact_tag) if kind == "contact" else ("company_id", company_tag)
+    record_id = bindparam("record_id", type_=Integer)
 
     def part(name, model, *texts, where=None, kind_=None, primary=None):
         padding = [null()] * (_TEXTS - len(texts))
@@ -318,14 +341,19 @@ def _details(session: Session, kind: str, record_id: int) -> dict[str, list[dict
                       *[text.label(f"t{i}") for i, text in enumerate([*texts, *padding])]) \
             .where(where if where is not None else getattr(model, column) == record_id)
 
+    return union_all(
+        part("phone", Phone, Phone.raw, Phone.e164),
+        part("email", Email, Email.address),
+        part("address", Address, Address.country, Address.province, Address.city, Address.district,
+             Address.street, Address.postcode),
+        part("tag", Tag, Tag.name, Tag.color, kind_=null(), primary=null(),
+             where=Tag.id.in_(select(tags.c.tag_id).where(tags.c[column] == record_id))))
+
+
+def _details(session: Session, kind: str, record_id: int) -> dict[str, list[dict]]:
+    """The record's phones, e-mails, addresses (primary first) and tags, in one statement."""
     rows: dict[str, list] = {"phone": [], "email": [], "address": [], "tag": []}
-    for row in session.execute(union_all(
-            part("phone", Phone, Phone.raw, Phone.e164),
-            part("email", Email, Email.address),
-            part("address", Address, Address.country, Address.province, Address.city, Address.district,
-                 Address.street, Address.postcode),
-            part("tag", Tag, Tag.name, Tag.color, kind_=null(), primary=null(),
-                 where=Tag.id.in_(select(tags.c.tag_id).where(tags.c[column] == record_id))))):
+    for row in session.execute(_details_statement(kind), {"record_id": record_id}):
         rows[row.part].append(row)
     for name in ("phone", "email", "address"):
         rows[name].sort(key=lambda r: (not r.is_primary, r.id))
@@ -360,8 +388,12 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
     """Everything about one customer in a handful of queries: profile, hierarchy (with open deal value rolled
     up), people (`PEOPLE_PER_PAGE` at a time), deals, leads, activities, documents, and the panels of other
     modules."""
-    chain, below, names = _tree(session, record.id) if kind == "company" else ([], None, {})
-    ref, counts = customer_ref(session, kind, record, below)
+    if kind == "company":
+        tree = _tree(session, record.id)
+        chain, below, names, counts = tree.chain, tree.below, tree.names, tree.counts
+        ref = CustomerRef("company", record.id, record.name, (record.id, *[cid for cid, _d, _p in below]), tree.people)
+    else:
+        ref = _contact_ref(session, record)
     data: dict[str, Any] = {"kind": kind, "id": record.id, "version": record.version}
     if kind == "company":
         data["profile"] = {"name": record.name, "name_en": record.name_en, "legal_name": record.legal_name,
@@ -369,7 +401,7 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
                            "website": record.website, "status": record.status,
                            "owner": record.owner.username if record.owner else None,
                            "team": record.team.name if record.team else None}
-        own = open_value_by_company(session, ref.company_ids, user)
+        data["deals"], own = customer_deals(session, ref, user)
         rolled = roll_up(below, record.id, own)
         data["hierarchy"] = {
             "ancestors": [{"id": cid, "name": names.get(cid)} for cid in reversed(chain)],
@@ -425,7 +457,8 @@ def customer_360(session: Session, kind: str, record, user, *, page: int = 1,
         .outerjoin(User, User.id == newest.c.user_id).order_by(newest.c.at.desc(), newest.c.id.desc())).all()
     data["history"] = [{"action": e.action, "at": e.at.isoformat(), "user": e.username, "changes": e.changes}
                        for e in entries]
-    data["deals"] = customer_deals(session, ref, user)
+    if kind != "company":
+        data["deals"] = customer_deals(session, ref, user)[0]
     data["leads"] = customer_leads(session, ref, user, emails=[e["address"] for e in data["emails"]],
                                    phones=[p["e164"] for p in data["phones"] if p["e164"]])
     data["timeline"] = timeline(session, ref, page=page, kinds=kinds or None)

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
 from flask_babel import gettext
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import Date, Numeric, String, and_, case, cast, delete, func, literal, null, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -337,37 +337,49 @@ def _where(session: Session, column_company, column_contact, customer: dict[str,
 
 def customer_account(session: Session, customer: dict[str, Any], limit: int) -> dict[str, Any]:
     """Balances per currency (issued invoices: outstanding, and overdue past their due date), the credit
-    hold, and the newest `limit` invoices and payments of a customer."""
+    hold, and the newest `limit` invoices and payments of a customer: two statements, each a UNION ALL."""
     owed = Invoice.total - Invoice.paid
-    balances = [{"currency": r.currency, "outstanding": money(r.outstanding or 0), "overdue": money(r.overdue or 0)}
-                for r in session.execute(
-                    select(Invoice.currency, func.sum(owed).label("outstanding"),
-                           func.sum(case((Invoice.due_on < today(), owed), else_=0)).label("overdue"))
-                    .where(_where(session, Invoice.company_id, Invoice.contact_id, customer),
-                           Invoice.status == "issued")
-                    .group_by(Invoice.currency).order_by(Invoice.currency))]
+    figures = [select(literal("balance").label("part"), Invoice.currency.label("currency"),
+                      func.sum(owed).label("outstanding"),
+                      func.sum(case((Invoice.due_on < today(), owed), else_=0)).label("overdue"),
+                      cast(null(), String).label("reason"))  # typed: PostgreSQL types a union's NULLs early
+               .where(_where(session, Invoice.company_id, Invoice.contact_id, customer), Invoice.status == "issued")
+               .group_by(Invoice.currency)]
     company_ids = list(customer.get("company_ids") or [])
-    hold = session.execute(select(CreditHold.reason).where(in_ids(session, CreditHold.company_id, company_ids),
-                                                           CreditHold.on_hold.is_(True)).limit(1)).first() \
-        if company_ids else None
-    account = {"balances": balances, "credit_hold": hold is not None, "credit_hold_reason": hold[0] if hold else None,
+    if company_ids:
+        figures.append(select(literal("hold"), null(), null(), null(), CreditHold.reason)
+                       .where(in_ids(session, CreditHold.company_id, company_ids), CreditHold.on_hold.is_(True)))
+    rows = session.execute(union_all(*figures)).all()
+    holds = [r.reason for r in rows if r.part == "hold"]
+    account = {"balances": [{"currency": r.currency, "outstanding": money(r.outstanding or 0),
+                             "overdue": money(r.overdue or 0)}
+                            for r in sorted((r for r in rows if r.part == "balance"), key=lambda r: r.currency)],
+               "credit_hold": bool(holds), "credit_hold_reason": holds[0] if holds else None,
                "invoices": [], "payments": []}
     if limit <= 0:
         return account
-    invoices = session.scalars(select(Invoice).where(_where(session, Invoice.company_id, Invoice.contact_id, customer))
-                               .order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit))
+    invoices = select(literal("invoice").label("part"), Invoice.id, Invoice.number, Invoice.status,
+                      Invoice.issued_on, Invoice.due_on, Invoice.currency, Invoice.total.label("amount"),
+                      owed.label("outstanding"), Invoice.created_at.label("at"),
+                      cast(null(), String).label("reference")) \
+        .where(_where(session, Invoice.company_id, Invoice.contact_id, customer)) \
+        .order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit).subquery()
+    payments = select(literal("payment"), Payment.id, Invoice.number, cast(null(), String).label("status"),
+                      cast(null(), Date).label("issued_on"), cast(null(), Date).label("due_on"), Payment.currency,
+                      Payment.amount, cast(null(), Numeric).label("outstanding"), Payment.received_at,
+                      Payment.reference) \
+        .join(Invoice, Invoice.id == Payment.invoice_id) \
+        .where(_where(session, Payment.company_id, Payment.contact_id, customer)) \
+        .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit).subquery()
+    newest = sorted(session.execute(union_all(select(invoices), select(payments))),
+                    key=lambda r: (r.at, r.id), reverse=True)
     account["invoices"] = [{"id": str(i.id), "number": i.number, "status": i.status, "issued_on": i.issued_on,
-                            "due_on": i.due_on, "currency": i.currency, "total": money(i.total),
-                            "outstanding": money(i.outstanding), "created_at": _utc(i.created_at)}
-                           for i in invoices]
-    payments = session.execute(
-        select(Payment.id, Invoice.number, Payment.received_at, Payment.currency, Payment.amount, Payment.reference)
-        .join(Invoice, Invoice.id == Payment.invoice_id)
-        .where(_where(session, Payment.company_id, Payment.contact_id, customer))
-        .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit))
-    account["payments"] = [{"id": str(p.id), "invoice_number": p.number, "received_at": _utc(p.received_at),
+                            "due_on": i.due_on, "currency": i.currency, "total": money(i.amount),
+                            "outstanding": money(i.outstanding), "created_at": _utc(i.at)}
+                           for i in newest if i.part == "invoice"]
+    account["payments"] = [{"id": str(p.id), "invoice_number": p.number, "received_at": _utc(p.at),
                             "currency": p.currency, "amount": money(p.amount), "reference": p.reference}
-                           for p in payments]
+                           for p in newest if p.part == "payment"]
     return account
 
 

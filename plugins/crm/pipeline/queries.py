@@ -13,6 +13,8 @@ from bigledger_core.security import visibility_clause
 
 from .models import Deal, DealContact, Stage
 
+CENT = Decimal("0.01")
+
 
 def _customer_clause(session: Session, customer):
     if customer.kind == "company":
@@ -21,9 +23,10 @@ def _customer_clause(session: Session, customer):
                Deal.id.in_(select(DealContact.deal_id).where(DealContact.contact_id == customer.id)))
 
 
-def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict:
+def customer_deals(session: Session, customer, user, *, limit: int = 20) -> tuple[dict, dict[int, dict[str, Decimal]]]:
     """Open and closed deals of a company (with its subsidiaries) or a contact that `user` may see:
-    the newest `limit` of each, with counts and open totals per currency."""
+    the newest `limit` of each, with counts and open totals per currency; and the open value of each company
+    by currency (for a company's tree), from the same statement as the totals."""
     where = [_customer_clause(session, customer)]
     clause = visibility_clause(Deal, user, session)
     if clause is not None:
@@ -46,29 +49,20 @@ def customer_deals(session: Session, customer, user, *, limit: int = 20) -> dict
                                "expected_close": r.expected_close.isoformat() if r.expected_close else None,
                                "closed_at": r.closed_at.isoformat() if r.closed_at else None,
                                "reason": r.close_reason})
-    totals = session.execute(select(Deal.status, Deal.currency, func.count(), func.sum(Deal.amount))
-                             .where(*where).group_by(Deal.status, Deal.currency)).all()
+    totals = session.execute(select(Deal.company_id, Deal.status, Deal.currency, func.count(), func.sum(Deal.amount))
+                             .where(*where).group_by(Deal.company_id, Deal.status, Deal.currency)).all()
     result["counts"] = {status: 0 for status in ("open", "won", "lost")}
-    result["open_value"], result["won_value"] = {}, {}
-    for status, currency, count, amount in totals:
+    values: dict[str, dict[str, Decimal]] = {"open": defaultdict(Decimal), "won": defaultdict(Decimal)}
+    by_company: dict[int, dict[str, Decimal]] = defaultdict(dict)
+    for company_id, status, currency, count, amount in totals:
         result["counts"][status] = result["counts"].get(status, 0) + count
-        if status in ("open", "won"):
-            result[f"{status}_value"][currency] = str(Decimal(amount or 0).quantize(Decimal("0.01")))
-    return result
-
-
-def open_value_by_company(session: Session, company_ids, user) -> dict[int, dict[str, Decimal]]:
-    """Open deal value per company and currency, for the companies given (one GROUP BY)."""
-    where = [in_ids(session, Deal.company_id, company_ids), Deal.status == "open"]
-    clause = visibility_clause(Deal, user, session)
-    if clause is not None:
-        where.append(clause)
-    values: dict[int, dict[str, Decimal]] = defaultdict(dict)
-    for company_id, currency, amount in session.execute(
-            select(Deal.company_id, Deal.currency, func.sum(Deal.amount)).where(*where)
-            .group_by(Deal.company_id, Deal.currency)):
-        values[company_id][currency] = Decimal(amount or 0).quantize(Decimal("0.01"))
-    return values
+        if status in values:
+            values[status][currency] += Decimal(amount or 0)
+        if status == "open" and company_id is not None:
+            by_company[company_id][currency] = Decimal(amount or 0).quantize(CENT)
+    for status, per_currency in values.items():
+        result[f"{status}_value"] = {currency: str(amount.quantize(CENT)) for currency, amount in per_currency.items()}
+    return result, by_company
 
 
 def roll_up(tree: list[tuple[int, int, int]], root: int, own: dict[int, dict[str, Decimal]]) -> dict:
