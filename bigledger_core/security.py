@@ -9,8 +9,9 @@ from flask import current_app, flash, g, has_request_context, request
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import false, or_, select
+from sqlalchemy import Integer, bindparam, false, or_, select
 
+from .db import ids_param
 from .models import Team, team_member
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,28 @@ def visibility_clause(model, user, session):
     if scope == SCOPE_ALL:
         return None
     return or_(model.owner_id == user.id, model.team_id.in_(teams)) if teams else model.owner_id == user.id
+
+
+def visibility_shape(user, session) -> tuple[str, dict[str, Any]]:
+    """`visibility_clause` for a statement built once and run for many users: the form its condition takes
+    ("all", "none", "own" or "own_or_teams", see `visible_where`) and the values of its bind parameters."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return "none", {}
+    scope, teams = _scope_and_teams(user, session)
+    if scope == SCOPE_ALL:
+        return "all", {}
+    return ("own_or_teams", {"viewer": user.id, "teams": sorted(teams)}) if teams else ("own", {"viewer": user.id})
+
+
+def visible_where(model, shape: str, dialect: str) -> list:
+    """The conditions of `visibility_clause` in the form `shape` names, with the bind parameters `viewer` and
+    `teams` (their values come from `visibility_shape`)."""
+    if shape == "all":
+        return []
+    if shape == "none":
+        return [false()]
+    own = model.owner_id == bindparam("viewer", type_=Integer)
+    return [own] if shape == "own" else [or_(own, ids_param(dialect, model.team_id, "teams"))]
 
 
 def visible_record(model, pk, user, session):

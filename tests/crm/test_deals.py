@@ -230,6 +230,17 @@ def test_the_360_view_shows_open_and_closed_deals_and_rolls_up_open_value_throug
                       headers=auth(client, "rep")).get_json()["result"]
     assert mine["hierarchy"]["open_value_total"] == {"CNY": "123000.00", "USD": "700.00"}
     assert mine["deals"]["counts"]["open"] == 4
+    with app.app_context():  # and their team's: the deal nobody owns is the rep's team's
+        from bigledger_core.models import Team
+
+        team = Team(name="华东销售", members=[app.appbuilder.sm.find_user(username="rep")])
+        db.session.add(team)
+        db.session.flush()
+        db.session.execute(Deal.__table__.update().where(Deal.owner_id.is_(None)).values(team_id=team.id))
+        db.session.commit()
+    ours = client.get(f"/api/v1/crm/customer/company/{ids['group']}/360",
+                      headers=auth(client, "rep")).get_json()["result"]
+    assert ours["deals"]["counts"]["open"] == 5 and ours["hierarchy"]["open_value_total"]["CNY"] == "128000.00"
     login(client, "admin")
     page = client.get(f"/crm/customer/company/{ids['sub']}?_l_=en").get_data(as_text=True)
     assert "Export order" in page and "Open deal value with subsidiaries" in page and "已签约" in page
