@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import Integer, bindparam, cast, func, literal, literal_column, null, or_, select, union, union_all
+from sqlalchemy import Integer, String, bindparam, cast, func, literal, literal_column, null, or_, select, union, union_all
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from bigledger_core.db import ids_param, in_ids
-from bigledger_core.security import visibility_clause
+from bigledger_core.security import visibility_clause, visibility_shape, visible_where
 
 from .leads.queries import customer_leads
 from .models import (
@@ -140,36 +140,48 @@ def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]
     return results[:limit]
 
 
-def likely_duplicates(session: Session, kind: str, *, emails=(), phones=(), name: str | None = None,
-                      company_ids=(), exclude_id: int | None = None, user=None) -> list[dict]:
-    """Records that share a normalized e-mail or phone, or (contacts) the same name at the same company."""
+@cache
+def _duplicates_statement(dialect: str, kind: str, emails: bool, phones: bool, name: bool, exclude: bool,
+                          visibility: str):
+    """Built once per shape: the records sharing one of `:emails` or `:phones`, or with the name `:name` (a
+    contact: at one of `:companies`), other than `:exclude_id`, as (id, name, reason) in one statement."""
     model = KINDS[kind]
     owner_email = Email.contact_id if model is Contact else Email.company_id
     owner_phone = Phone.contact_id if model is Contact else Phone.company_id
-    ways = []  # (id, reason) of each way of matching, read together with the records' names in one statement
+    ways = []  # (id, reason) of each way of matching, read together with the records' names
     if emails:
         ways.append(select(owner_email.label("id"), literal("email").label("reason"))
-                    .where(in_ids(session, Email.address, emails), owner_email.is_not(None)))
+                    .where(ids_param(dialect, Email.address, "emails"), owner_email.is_not(None)))
     if phones:
         ways.append(select(owner_phone.label("id"), literal("phone").label("reason"))
-                    .where(in_ids(session, Phone.e164, phones), owner_phone.is_not(None)))
-    if name:
-        key = normalize_name(name)
-        if model is Company:
-            ways.append(select(Company.id.label("id"), literal("name").label("reason"))
-                        .where(func.lower(Company.name) == key))
-        elif company_ids:
-            ways.append(select(Contact.id.label("id"), literal("name").label("reason")).join(ContactCompany).where(
-                in_ids(session, ContactCompany.company_id, company_ids), func.lower(Contact.full_name) == key))
-    if not ways:
-        return []
+                    .where(ids_param(dialect, Phone.e164, "phones"), owner_phone.is_not(None)))
+    if name and model is Company:
+        ways.append(select(Company.id.label("id"), literal("name").label("reason"))
+                    .where(func.lower(Company.name) == bindparam("name", type_=String)))
+    elif name:
+        ways.append(select(Contact.id.label("id"), literal("name").label("reason")).join(ContactCompany).where(
+            ids_param(dialect, ContactCompany.company_id, "companies"),
+            func.lower(Contact.full_name) == bindparam("name", type_=String)))
     hits = (union_all(*ways) if len(ways) > 1 else ways[0]).subquery("hits")
     name_col = model.full_name if model is Contact else model.name
+    return select(model.id, name_col, hits.c.reason).join(hits, hits.c.id == model.id).where(
+        *([model.id != bindparam("exclude_id", type_=Integer)] if exclude else []), model.merged_into_id.is_(None),
+        *visible_where(model, visibility, dialect)).order_by(model.id)
+
+
+def likely_duplicates(session: Session, kind: str, *, emails=(), phones=(), name: str | None = None,
+                      company_ids=(), exclude_id: int | None = None, user=None) -> list[dict]:
+    """Records that share a normalized e-mail or phone, or (contacts) the same name at the same company."""
+    by_name = bool(name) and (kind == "company" or bool(company_ids))
+    if not (emails or phones or by_name):
+        return []
+    visibility, params = visibility_shape(user, session)
+    params.update(emails=list(emails), phones=list(phones), companies=list(company_ids), exclude_id=exclude_id,
+                  name=normalize_name(name) if by_name else None)
+    statement = _duplicates_statement(session.get_bind().dialect.name, kind, bool(emails), bool(phones), by_name,
+                                      exclude_id is not None, visibility)
     found: dict[int, dict] = {}
-    for record_id, record_name, reason in session.execute(
-            select(model.id, name_col, hits.c.reason).join(hits, hits.c.id == model.id)
-            .where(*([model.id != exclude_id] if exclude_id is not None else []), *_visible(model, user, session))
-            .order_by(model.id)):
+    for record_id, record_name, reason in session.execute(statement, params):
         found.setdefault(record_id, {"kind": kind, "id": record_id, "name": record_name, "reasons": set()}
                          )["reasons"].add(reason)
     return [{**row, "reasons": sorted(row["reasons"])} for row in found.values()]
