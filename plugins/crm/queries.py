@@ -8,7 +8,20 @@ from typing import Any
 
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import Integer, String, bindparam, cast, func, literal, literal_column, null, or_, select, union, union_all
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    union,
+    union_all,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 

@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
 from flask_babel import gettext
-from sqlalchemy import Date, Numeric, String, and_, case, cast, delete, func, literal, null, or_, select, union_all, update
+from sqlalchemy import (
+    Date,
+    Integer,
+    Numeric,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import in_ids, utcnow
+from bigledger_core.db import ids_param, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
 from bigledger_core.modules import ask_service
@@ -329,27 +347,50 @@ def exchange_rate(session: Session, from_currency: str, to_currency: str, on: dt
     return rate if source == from_currency else (Decimal(1) / rate).quantize(Decimal("1E-10"))
 
 
-def _where(session: Session, column_company, column_contact, customer: dict[str, Any]):
-    if customer.get("kind") == "company":
-        return in_ids(session, column_company, list(customer.get("company_ids") or [customer["id"]]))
-    return in_ids(session, column_contact, list(customer.get("contact_ids") or [customer["id"]]))
+@cache
+def _account_statements(dialect: str, by_company: bool, holds: bool):
+    """Built once per dialect and shape (a customer's invoices found by company or by contact; whether credit
+    holds are looked up): the balances by currency with the credit holds of `:companies`, and the newest
+    `:limit` invoices with the newest `:limit` payments, each one UNION ALL. `:ids` are the customer's companies
+    or contacts, `:today` the date after which an invoice is overdue."""
+    owed = Invoice.total - Invoice.paid
+
+    def of_customer(model):
+        return ids_param(dialect, model.company_id if by_company else model.contact_id, "ids")
+
+    figures = [select(literal("balance").label("part"), Invoice.currency.label("currency"),
+                      func.sum(owed).label("outstanding"),
+                      func.sum(case((Invoice.due_on < bindparam("today", type_=Date), owed), else_=0))
+                      .label("overdue"),
+                      cast(null(), String).label("reason"))  # typed: PostgreSQL types a union's NULLs early
+               .where(of_customer(Invoice), Invoice.status == "issued").group_by(Invoice.currency)]
+    if holds:
+        figures.append(select(literal("hold"), null(), null(), null(), CreditHold.reason)
+                       .where(ids_param(dialect, CreditHold.company_id, "companies"), CreditHold.on_hold.is_(True)))
+    limit = bindparam("limit", type_=Integer)
+    invoices = select(literal("invoice").label("part"), Invoice.id, Invoice.number, Invoice.status,
+                      Invoice.issued_on, Invoice.due_on, Invoice.currency, Invoice.total.label("amount"),
+                      owed.label("outstanding"), Invoice.created_at.label("at"),
+                      cast(null(), String).label("reference")) \
+        .where(of_customer(Invoice)).order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit).subquery()
+    payments = select(literal("payment"), Payment.id, Invoice.number, cast(null(), String).label("status"),
+                      cast(null(), Date).label("issued_on"), cast(null(), Date).label("due_on"), Payment.currency,
+                      Payment.amount, cast(null(), Numeric).label("outstanding"), Payment.received_at,
+                      Payment.reference) \
+        .join(Invoice, Invoice.id == Payment.invoice_id) \
+        .where(of_customer(Payment)).order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit).subquery()
+    return union_all(*figures), union_all(select(invoices), select(payments))
 
 
 def customer_account(session: Session, customer: dict[str, Any], limit: int) -> dict[str, Any]:
     """Balances per currency (issued invoices: outstanding, and overdue past their due date), the credit
     hold, and the newest `limit` invoices and payments of a customer: two statements, each a UNION ALL."""
-    owed = Invoice.total - Invoice.paid
-    figures = [select(literal("balance").label("part"), Invoice.currency.label("currency"),
-                      func.sum(owed).label("outstanding"),
-                      func.sum(case((Invoice.due_on < today(), owed), else_=0)).label("overdue"),
-                      cast(null(), String).label("reason"))  # typed: PostgreSQL types a union's NULLs early
-               .where(_where(session, Invoice.company_id, Invoice.contact_id, customer), Invoice.status == "issued")
-               .group_by(Invoice.currency)]
+    by_company = customer.get("kind") == "company"
     company_ids = list(customer.get("company_ids") or [])
-    if company_ids:
-        figures.append(select(literal("hold"), null(), null(), null(), CreditHold.reason)
-                       .where(in_ids(session, CreditHold.company_id, company_ids), CreditHold.on_hold.is_(True)))
-    rows = session.execute(union_all(*figures)).all()
+    ids = (company_ids or [customer["id"]]) if by_company else list(customer.get("contact_ids") or [customer["id"]])
+    figures, newest_rows = _account_statements(session.get_bind().dialect.name, by_company, bool(company_ids))
+    params = {"ids": ids, "companies": company_ids, "today": today(), "limit": max(limit, 0)}
+    rows = session.execute(figures, params).all()
     holds = [r.reason for r in rows if r.part == "hold"]
     account = {"balances": [{"currency": r.currency, "outstanding": money(r.outstanding or 0),
                              "overdue": money(r.overdue or 0)}
@@ -358,21 +399,7 @@ def customer_account(session: Session, customer: dict[str, Any], limit: int) -> 
                "invoices": [], "payments": []}
     if limit <= 0:
         return account
-    invoices = select(literal("invoice").label("part"), Invoice.id, Invoice.number, Invoice.status,
-                      Invoice.issued_on, Invoice.due_on, Invoice.currency, Invoice.total.label("amount"),
-                      owed.label("outstanding"), Invoice.created_at.label("at"),
-                      cast(null(), String).label("reference")) \
-        .where(_where(session, Invoice.company_id, Invoice.contact_id, customer)) \
-        .order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit).subquery()
-    payments = select(literal("payment"), Payment.id, Invoice.number, cast(null(), String).label("status"),
-                      cast(null(), Date).label("issued_on"), cast(null(), Date).label("due_on"), Payment.currency,
-                      Payment.amount, cast(null(), Numeric).label("outstanding"), Payment.received_at,
-                      Payment.reference) \
-        .join(Invoice, Invoice.id == Payment.invoice_id) \
-        .where(_where(session, Payment.company_id, Payment.contact_id, customer)) \
-        .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit).subquery()
-    newest = sorted(session.execute(union_all(select(invoices), select(payments))),
-                    key=lambda r: (r.at, r.id), reverse=True)
+    newest = sorted(session.execute(newest_rows, params), key=lambda r: (r.at, r.id), reverse=True)
     account["invoices"] = [{"id": str(i.id), "number": i.number, "status": i.status, "issued_on": i.issued_on,
                             "due_on": i.due_on, "currency": i.currency, "total": money(i.amount),
                             "outstanding": money(i.outstanding), "created_at": _utc(i.at)}

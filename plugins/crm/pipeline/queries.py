@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-
 from functools import cache
 
 from sqlalchemy import Integer, bindparam, func, literal, or_, select, union_all
