@@ -9,15 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from flask import g, has_request_context
 from flask_babel import gettext
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import Integer, bindparam, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import in_ids, utcnow
+from bigledger_core.db import ids_param, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.modules import ask_service
 
@@ -327,25 +328,32 @@ def deal_projects(session: Session, deal_ids: list[int]) -> dict[int, dict[str, 
     return {p["deal_id"]: p for p in _project_dicts(session, projects)}
 
 
-def _of_customer(session: Session, customer: dict[str, Any]):
-    if customer.get("kind") == "company":
-        return in_ids(session, Project.company_id, list(customer.get("company_ids") or [customer["id"]]))
-    return in_ids(session, Project.contact_id, list(customer.get("contact_ids") or [customer["id"]]))
+@cache
+def _customer_projects_statements(dialect: str, by_company: bool, with_people: bool):
+    """Built once per shape: the newest `:limit` projects of the customer (`:ids`, companies or contacts; with a
+    company's people, `:people`, for their projects without a company), each row with the customer's open
+    count (a window count, taken before the limit), and the open count alone."""
+    where = ids_param(dialect, Project.company_id if by_company else Project.contact_id, "ids")
+    if with_people:
+        where = or_(where, Project.company_id.is_(None) & ids_param(dialect, Project.contact_id, "people"))
+    is_open = Project.status.not_in(CLOSED_STATUSES)
+    newest = select(Project, func.sum(case((is_open, 1), else_=0)).over()).where(where) \
+        .order_by(Project.created_at.desc(), Project.id.desc()).limit(bindparam("limit", type_=Integer))
+    return newest, select(func.count()).select_from(Project).where(where, is_open)
 
 
 def customer_projects(session: Session, customer: dict[str, Any], limit: int) -> dict[str, Any]:
     """How many of the customer's projects are open, and the newest `limit` (the `project_customer_projects`
     answer). For a company, its contacts' projects without a company count too."""
-    where = _of_customer(session, customer)
-    if customer.get("kind") == "company" and customer.get("contact_ids"):
-        where = or_(where, Project.company_id.is_(None)
-                    & in_ids(session, Project.contact_id, list(customer["contact_ids"])))
-    open_count = func.sum(case((Project.status.not_in(CLOSED_STATUSES), 1), else_=0)).over()  # before the limit
+    by_company = customer.get("kind") == "company"
+    people = list(customer.get("contact_ids") or [])
+    ids = list(customer.get("company_ids") or [customer["id"]]) if by_company else (people or [customer["id"]])
+    params = {"ids": ids, "people": people, "limit": limit}
+    newest, open_count = _customer_projects_statements(session.get_bind().dialect.name, by_company,
+                                                       by_company and bool(people))
     if limit <= 0:
-        return {"open": session.scalar(select(func.count()).select_from(Project)
-                                       .where(where, Project.status.not_in(CLOSED_STATUSES))) or 0, "projects": []}
-    rows = session.execute(select(Project, open_count).where(where)
-                           .order_by(Project.created_at.desc(), Project.id.desc()).limit(limit)).all()
+        return {"open": session.scalar(open_count, params) or 0, "projects": []}
+    rows = session.execute(newest, params).all()
     return {"open": int(rows[0][1] or 0) if rows else 0, "projects": _project_dicts(session, [r[0] for r in rows])}
 
 
