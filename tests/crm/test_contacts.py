@@ -277,6 +277,34 @@ def test_the_360_lists_come_in_order_and_its_statements_do_not_grow_with_the_cus
     assert view["people_pages"]["total"] == 21 and view["activity_counts"] == {"task": 20}
 
 
+def test_the_360_lists_the_leads_a_customer_came_from_and_those_that_share_its_address(app, client, world):
+    """Leads converted into the company or a subsidiary, and leads with the contact's e-mail or phone, newest
+    first; a sales rep sees only the leads their record rules allow."""
+    from plugins.crm.leads.models import Lead
+
+    rep, rep2 = _user_id(app, "rep"), _user_id(app, "rep2")
+    at = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    with app.app_context():
+        db.session.add_all([
+            Lead(name="华润集团采购部", company_id=world["group"], status="converted", owner_id=rep, created_at=at),
+            Lead(name="华润万家门店", company_id=world["sub"], status="converted", owner_id=rep2,
+                 created_at=at + dt.timedelta(days=1)),
+            Lead(name="张伟 (展会)", email="zhang.wei@crvanguard.example.com", owner_id=rep,
+                 created_at=at + dt.timedelta(days=2)),
+            Lead(name="张伟 (电话)", phone_e164="+8613800138000", owner_id=rep2, created_at=at + dt.timedelta(days=3)),
+            Lead(name="别人", email="someone@else.example.com", owner_id=rep, created_at=at)])
+        db.session.commit()
+
+    def leads(kind, record, user="admin"):
+        view = client.get(f"/api/v1/crm/customer/{kind}/{record}/360", headers=auth(client, user)).get_json()
+        return [lead["name"] for lead in view["result"]["leads"]]
+
+    assert leads("company", world["group"]) == ["华润万家门店", "华润集团采购部"]
+    assert leads("contact", world["zhang"]) == ["张伟 (电话)", "张伟 (展会)"]
+    assert leads("company", world["group"], "rep") == ["华润集团采购部"]
+    assert leads("contact", world["zhang"], "rep") == ["张伟 (展会)"]
+
+
 def test_a_company_with_many_people_shows_them_a_page_at_a_time(app, client, world):
     with app.app_context():
         s = db.session
