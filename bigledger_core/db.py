@@ -72,23 +72,18 @@ def in_ids(session: Session, column, ids):
     """`column IN ids`. On PostgreSQL one array parameter (`column = ANY(%s)`): the statement's text stays
     the same whatever the number of ids, so neither SQLAlchemy nor the driver expands and parses hundreds of
     placeholders, and the server can keep its plan. Elsewhere a plain IN."""
-    ids = list(ids)
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy import any_, bindparam
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == any_(bindparam(None, ids, type_=ARRAY(column.type)))
-    return column.in_(ids)
+    return ids_param(session.get_bind().dialect.name, column, None, ids)
 
 
-def ids_param(dialect: str, column, name: str):
-    """`column IN :name` for a statement built once and run with other ids each time (`in_ids` for a
-    statement that takes its values at execution): one array parameter on PostgreSQL, an expanding IN
-    elsewhere. `dialect` is the engine's dialect name, part of the key the built statement is cached under."""
+def ids_param(dialect: str, column, name: str | None, ids=None):
+    """`column IN :name`: one array parameter on PostgreSQL, an expanding IN elsewhere. Without `ids`, for a
+    statement built once and run with other ids each time (their values come at execution; `dialect`, the
+    engine's dialect name, is then part of the key the statement is cached under)."""
     from sqlalchemy import any_, bindparam
 
+    value = {} if ids is None else {"value": list(ids)}
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
-    return column.in_(bindparam(name, expanding=True))
+        return column == any_(bindparam(name, type_=ARRAY(column.type), **value))
+    return column.in_(bindparam(name, expanding=True, **value))
