@@ -297,6 +297,22 @@ class Activity(Model):
     deal = relationship("Deal")
 
 
+class ActivityTally(Model):
+    """How many activities there are by kind, in two families: (company, 0, kind) counts every activity on the
+    company; (company or 0, contact, kind) the contact's, by the company they are also on (0: none). Kept by
+    database triggers on `crm_activity` (crm_0008) through every insert, move, change of kind and delete,
+    cascades and merges included, so the 360° view counts a customer's activities without reading them.
+    Read-only here."""
+
+    __tablename__ = "crm_activity_tally"
+    __table_args__ = (Index("ix_crm_activity_tally_contact", "contact_id", "company_id", "kind", "n"),)
+
+    company_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class Document(Model):
     """A file on a contact or company, stored once by content hash under the instance folder."""
 

@@ -19,9 +19,11 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -31,6 +33,7 @@ from bigledger_core.security import visibility_clause, visibility_shape, visible
 from .leads.queries import customer_leads
 from .models import (
     Activity,
+    ActivityTally,
     Address,
     Company,
     Contact,
@@ -217,30 +220,45 @@ class CustomerRef:
 @cache
 def _activity_statement(dialect: str, kind: str, filtered: bool):
     """Built once per dialect, customer kind and whether the page shows only some kinds: how many activities
-    of each kind the customer has, and the newest `:window` of `:kinds`, in one statement. The customer's
-    activities are (id, occurred_at, kind) of two disjoint ranges of the two covering indexes (a company's: those
-    on it or its subsidiaries, `:companies`, plus those on its people, `:people`, not already among them), read
-    once: PostgreSQL materializes a WITH query used twice. The counts come back as rows with only kind and n."""
-    columns = (Activity.id.label("id"), Activity.occurred_at.label("occurred_at"), Activity.kind.label("kind"))
+    of each kind the customer has, and the newest `:window` of `:kinds`, in one statement. The counts come from
+    the tally the database keeps (`ActivityTally`), as rows with only kind and n. The page reads the covering
+    indexes: a company's activities are two disjoint ranges (those on it or its subsidiaries, `:companies`, and
+    those on its people, `:people`, not already among them), each cut at the window before they are merged."""
+    def newest(*where):
+        return select(Activity.id.label("id"), Activity.occurred_at.label("occurred_at")) \
+            .where(*where, *([Activity.kind.in_(bindparam("kinds", expanding=True))] if filtered else [])) \
+            .order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(bindparam("window", type_=Integer))
+
+    tally = ActivityTally
     if kind != "company":
-        hits = select(*columns).where(Activity.contact_id == bindparam("contact_id", type_=Integer)).cte("hits")
+        contact_id = bindparam("contact_id", type_=Integer)
+        hits = newest(Activity.contact_id == contact_id).subquery("hits")
+        tallied = select(tally.kind, tally.n).where(tally.contact_id == contact_id).subquery("tallied")
     else:
         on_companies = ids_param(dialect, Activity.company_id, "companies")
-        hits = union_all(
-            select(*columns).where(on_companies),
-            select(*columns).where(ids_param(dialect, Activity.contact_id, "people"),
-                                   or_(Activity.company_id.is_(None), ~on_companies)),
-        ).cte("hits")
-    counts = select(hits.c.kind.label("kind"), func.count().label("n"), *[
+        if dialect == "postgresql":  # each company's newest from its own index range, none of them sorted
+            tree = func.unnest(bindparam("companies", type_=ARRAY(Integer))).table_valued("id").render_derived(name="tree")
+            each = newest(Activity.company_id == tree.c.id).lateral("on_company")
+            on_tree = select(each.c.id, each.c.occurred_at).select_from(tree).join(each, true())
+        else:
+            ranked = newest(on_companies).subquery("on_companies")
+            on_tree = select(ranked.c.id, ranked.c.occurred_at)
+        on_people = newest(ids_param(dialect, Activity.contact_id, "people"),
+                           or_(Activity.company_id.is_(None), ~on_companies)).subquery("on_people")
+        hits = union_all(on_tree, select(on_people.c.id, on_people.c.occurred_at)).subquery("hits")
+        tallied = union_all(  # the tree's company rows, and the people's rows of companies outside it
+            select(tally.kind, tally.n).where(ids_param(dialect, tally.company_id, "companies"), tally.contact_id == 0),
+            select(tally.kind, tally.n).where(ids_param(dialect, tally.contact_id, "people"),
+                                              ~ids_param(dialect, tally.company_id, "companies")),
+        ).subquery("tallied")
+    counts = select(tallied.c.kind.label("kind"), func.sum(tallied.c.n).label("n"), *[
         null().label(name) for name in ("id", "occurred_at", "subject", "outcome", "duration_minutes", "username")
-    ]).group_by(hits.c.kind)
-    newest = select(hits.c.id, hits.c.occurred_at) \
-        .where(*([hits.c.kind.in_(bindparam("kinds", expanding=True))] if filtered else [])) \
-        .order_by(hits.c.occurred_at.desc(), hits.c.id.desc()).limit(bindparam("window", type_=Integer)) \
-        .subquery("newest")
+    ]).group_by(tallied.c.kind)
+    page_ids = select(hits.c.id).order_by(hits.c.occurred_at.desc(), hits.c.id.desc()) \
+        .limit(bindparam("window", type_=Integer)).subquery("newest")
     page = select(Activity.kind, null().label("n"), Activity.id, Activity.occurred_at, Activity.subject,
                   Activity.outcome, Activity.duration_minutes, User.username) \
-        .join(newest, newest.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
+        .join(page_ids, page_ids.c.id == Activity.id).outerjoin(User, User.id == Activity.user_id)
     return union_all(page, counts)  # the page first: its columns' types are the result's
 
 
@@ -259,7 +277,8 @@ def _activity_page(session: Session, customer: CustomerRef, kinds: list[str] | N
     rows = []
     for row in session.execute(_activity_statement(dialect, customer.kind, bool(kinds)), params):
         if row.id is None:
-            counted[row.kind] = row.n
+            if row.n:
+                counted[row.kind] = int(row.n)
         else:
             rows.append(row)
     rows.sort(key=lambda r: (r.occurred_at, r.id), reverse=True)

@@ -224,6 +224,59 @@ def test_a_company_360_takes_in_its_whole_tree_and_counts_each_activity_once(app
     assert only_calls["total"] == 1 and [e["title"] for e in only_calls["entries"]] == ["both"]
 
 
+def test_activity_counts_follow_every_change_to_activities_and_customers(app, client, world):
+    """The 360° view's counts by kind stay exact when activities are added, change kind, move to another
+    person, are deleted, when two people are merged and when a company goes with its activities."""
+    from sqlalchemy import func, select
+
+    from plugins.crm.models import ActivityTally
+
+    h = auth(client)
+
+    def counts(kind, key):
+        response = client.get(f"/api/v1/crm/customer/{kind}/{world[key]}/360", headers=h)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["result"]["activity_counts"]
+
+    def add(**fields):
+        response = client.post("/api/v1/crm/activity/", json={"subject": "跟进 / follow-up", **fields}, headers=h)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return response.get_json()["id"]
+
+    calls = [add(kind="call", contact_id=world["zhang"]) for _ in range(3)]
+    add(kind="meeting", company_id=world["sub"])
+    add(kind="note", company_id=world["other"], contact_id=world["lee"])
+    assert counts("company", "sub") == {"call": 3, "meeting": 1}
+    assert counts("contact", "zhang") == {"call": 3}
+
+    assert client.put(f"/api/v1/crm/activity/{calls[0]}", json={"kind": "email"}, headers=h).status_code == 200
+    assert client.put(f"/api/v1/crm/activity/{calls[1]}", json={"contact_id": world["lee"]},
+                      headers=h).status_code == 200
+    assert client.put(f"/api/v1/crm/activity/{calls[2]}", json={"subject": "只改标题"}, headers=h).status_code == 200
+    assert counts("company", "sub") == {"call": 1, "email": 1, "meeting": 1}
+    assert counts("company", "other") == {"call": 1, "note": 1}
+    assert counts("contact", "lee") == {"call": 1, "note": 1}
+
+    assert client.delete(f"/api/v1/crm/activity/{calls[0]}", headers=h).status_code == 200
+    assert counts("company", "sub") == {"call": 1, "meeting": 1}
+
+    merged = client.post("/api/v1/crm/merge/contact", json={"survivor_id": world["zhang"], "loser_id": world["lee"]},
+                         headers=h)
+    assert merged.status_code == 200, merged.get_data(as_text=True)
+    assert counts("contact", "zhang") == {"call": 2, "note": 1}
+
+    with app.app_context():
+        db.session.delete(db.session.get(Company, world["other"]))  # its note goes with it
+        db.session.commit()
+        kept = dict(db.session.execute(select(ActivityTally.kind, func.sum(ActivityTally.n))
+                                       .group_by(ActivityTally.kind)).all())
+        there = dict(db.session.execute(select(Activity.kind, func.count()).group_by(Activity.kind)).all())
+        assert kept == there == {"call": 2, "meeting": 1}
+        assert db.session.scalar(select(func.count()).where(ActivityTally.n <= 0)) == 0  # nothing left at zero
+    assert counts("contact", "zhang") == {"call": 2}
+    assert counts("company", "sub") == {"call": 2, "meeting": 1}
+
+
 def test_the_360_lists_come_in_order_and_its_statements_do_not_grow_with_the_customer(app, client, world):
     """Phones, e-mails and addresses primary first, tags, people: each read once for the whole list, so a
     customer with many of everything costs the same number of statements as one with one of each."""
