@@ -27,8 +27,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from bigledger_core.db import ids_param, in_ids
-from bigledger_core.security import visibility_clause, visibility_shape, visible_where
+from bigledger_core.db import ids_param
+from bigledger_core.security import visibility_shape, visible_where
 
 from .leads.queries import customer_leads
 from .models import (
@@ -56,11 +56,6 @@ from .services import (
 )
 
 KINDS = {"company": Company, "contact": Contact}
-
-
-def _visible(model, user, session: Session):
-    clause = visibility_clause(model, user, session)
-    return [model.merged_into_id.is_(None)] + ([clause] if clause is not None else [])
 
 
 class SearchTimeout(Exception):
@@ -96,60 +91,74 @@ def search(session: Session, q: str, user, limit: int = 20) -> list[dict]:
         raise SearchTimeout(str(exc.orig)) from None
 
 
-def _exact(model, text: str, word: str) -> list:
-    """Matches that come first: the whole name, and a person's pinyin or initials (`张伟`, `zhangwei`, `zw`)."""
-    if model is Company:
-        return [func.lower(Company.name) == text]
-    return [func.lower(Contact.full_name) == text] + ([Contact.pinyin == word, Contact.initials == word]
-                                                      if word.isascii() and word else [])
-
-
-def _first(session: Session, model, matches: list, visible: list, limit: int, skip: list[int]) -> list:
-    """Up to `limit` (id, name) visible records of any of `matches`, shortest name first: each way of matching
-    keeps its own first `limit` (its index does the work), then the union of those few rows is ordered once."""
+@cache
+def _search_statement(dialect: str, kind: str, ways: tuple[str, ...], skip: bool, visibility: str):
+    """Built once per shape: up to `:limit` (id, name) visible records of `kind` matching any of `ways`,
+    shortest name first, none of `:skip` (when `skip`). Each way keeps its own first `:limit` (its index does
+    the work), then the union of those few rows is ordered once. The ways, with their parameters:
+    `name` (the whole name is `:text`), `pinyin` and `initials` (a person's are `:word`), `like` (the search
+    text holds `:like`), `words` (its words start with those of `:tsquery`, through the full-text index),
+    `email` (an address holds `:like`), `phone` (a number is `:e164`), `companies` (people of `:companies`)."""
+    model = KINDS[kind]
     name = model.full_name if model is Contact else model.name
+    text, like = bindparam("text", type_=String), bindparam("like", type_=String)
+
+    def owned(owner, *where):
+        return model.id.in_(select(owner).where(owner.is_not(None), *where))
+
+    conditions = {
+        "name": lambda: func.lower(name) == text,
+        "pinyin": lambda: Contact.pinyin == bindparam("word", type_=String),
+        "initials": lambda: Contact.initials == bindparam("word", type_=String),
+        "like": lambda: model.search_text.like(like),
+        "words": lambda: func.to_tsvector(_SIMPLE, model.search_text).op("@@")(
+            func.to_tsquery(_SIMPLE, bindparam("tsquery", type_=String))),
+        "email": lambda: owned(Email.contact_id if model is Contact else Email.company_id, Email.address.like(like)),
+        "phone": lambda: owned(Phone.contact_id if model is Contact else Phone.company_id,
+                               Phone.e164 == bindparam("e164", type_=String)),
+        "companies": lambda: owned(ContactCompany.contact_id, ids_param(dialect, ContactCompany.company_id,
+                                                                        "companies")),
+    }
+    limit = bindparam("limit", type_=Integer)
     order = (func.length(name), name, model.id)
-    where = [*visible] + ([~in_ids(session, model.id, skip)] if skip else [])
-    branches = [select(model.id.label("id"), name.label("name")).where(match, *where).order_by(*order)
-                .limit(limit).subquery() for match in matches]
+    where = [model.merged_into_id.is_(None), *visible_where(model, visibility, dialect),
+             *([~ids_param(dialect, model.id, "skip")] if skip else [])]
+    branches = [select(model.id.label("id"), name.label("name")).where(conditions[way](), *where).order_by(*order)
+                .limit(limit).subquery() for way in ways]
     hits = union(*[select(b.c.id, b.c.name) for b in branches]).subquery("hits")
-    return session.execute(select(hits.c.id, hits.c.name)
-                           .order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)).all()
+    return select(hits.c.id, hits.c.name).order_by(func.length(hits.c.name), hits.c.name, hits.c.id).limit(limit)
 
 
 def _search(session: Session, text: str, q: str, user, limit: int) -> list[dict]:
     clean = text.replace("%", "").replace("_", "")
-    like = f"%{clean}%"
-    e164 = phone_query(q, phone_region())
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    postgresql = dialect == "postgresql"
     # PostgreSQL: Latin input (pinyin, initials, Western names) and input too short for trigrams match the
     # start of words through the full-text index; Chinese input of 3 or more characters matches anywhere
     by_word = postgresql and (len(clean) < SHORT_INPUT or clean.isascii())
     words = re.findall(r"\w+", clean)
     word = "".join(words)
+    e164 = phone_query(q, phone_region())
+    visibility, params = visibility_shape(user, session)
+    params.update(text=text, word=word, like=f"%{clean}%", tsquery=" & ".join(f"{w}:*" for w in words), e164=e164)
     results: list[dict] = []
     company_ids: list[int] = []
     for kind, model in KINDS.items():  # companies first: their contacts are found through them
-        visible = _visible(model, user, session)
-        # exact matches first; the rest (part of a name, e-mail, phone, company) only while there is room
-        rows = _first(session, model, _exact(model, text, word), visible, limit, [])
-        matches = []
-        if not by_word:
-            matches.append(model.search_text.like(like))
-        elif words:
-            vector = func.to_tsvector(_SIMPLE, model.search_text)
-            matches.append(vector.op("@@")(func.to_tsquery(_SIMPLE, " & ".join(f"{w}:*" for w in words))))
+        # exact matches first: the whole name, and a person's pinyin or initials (`张伟`, `zhangwei`, `zw`)
+        exact = ("name", "pinyin", "initials") if model is Contact and word and word.isascii() else ("name",)
+        rows = session.execute(_search_statement(dialect, kind, exact, False, visibility),
+                               {**params, "limit": limit}).all()
+        # the rest (part of a name, e-mail, phone, company) only while there is room
+        ways = ["like"] if not by_word else ["words"] if words else []
         if len(clean) >= SHORT_INPUT or not postgresql:  # part of an e-mail address, anywhere
-            owner = Email.contact_id if model is Contact else Email.company_id
-            matches.append(model.id.in_(select(owner).where(owner.is_not(None), Email.address.like(like))))
+            ways.append("email")
         if e164:
-            owner = Phone.contact_id if model is Contact else Phone.company_id
-            matches.append(model.id.in_(select(owner).where(Phone.e164 == e164)))
+            ways.append("phone")
         if model is Contact and company_ids:
-            matches.append(Contact.id.in_(select(ContactCompany.contact_id)
-                                          .where(in_ids(session, ContactCompany.company_id, company_ids))))
-        if matches and len(rows) < limit:
-            rows += _first(session, model, matches, visible, limit - len(rows), [row.id for row in rows])
+            ways.append("companies")
+        if ways and len(rows) < limit:
+            rows += session.execute(_search_statement(dialect, kind, tuple(ways), bool(rows), visibility), {
+                **params, "limit": limit - len(rows), "skip": [row.id for row in rows], "companies": company_ids}).all()
         if model is Company:
             company_ids = [row.id for row in rows]
         results += [{"kind": kind, "id": row.id, "name": row.name} for row in rows]
