@@ -89,6 +89,9 @@ def _messages(errors: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.')}: {errors}"]
 
 
+_SCHEMAS: dict[type, Any] = {}
+
+
 def emit(session: Session, name: str, payload: dict[str, Any]) -> Event:
     """Add event `name` to `session`'s transaction; it is written to the outbox when the transaction
     commits (nothing if it rolls back) and delivered after that.
@@ -101,7 +104,9 @@ def emit(session: Session, name: str, payload: dict[str, Any]) -> Event:
     etype = event_types(host).get(name)
     if etype is None:
         raise EventError(f"event {name!r} is not declared by any plugin (see bigledger_event_types)")
-    schema = etype.schema()
+    schema = _SCHEMAS.get(etype.schema)
+    if schema is None:  # one instance per schema: building one costs more than checking a payload with it
+        schema = _SCHEMAS[etype.schema] = etype.schema()
     try:
         data = schema.dump(schema.load(payload))
     except ValidationError as exc:

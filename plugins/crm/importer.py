@@ -26,12 +26,12 @@ from flask import current_app, has_app_context
 from flask_appbuilder.security.sqla.models import User
 from flask_babel import force_locale, gettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from bigledger_core.db import utcnow
+from bigledger_core.db import insert_rows, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
 from bigledger_core.security import visibility_clause
@@ -528,7 +528,10 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
                      "search_text": search_text(contact.full_name, contact.name_en), "created_at": now,
                      "updated_at": now, "version": 1})
     table = Contact.__table__
-    ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    if session.get_bind().dialect.name == "postgresql":  # one result per row, in the rows' order
+        ids = [row[0] for row in insert_rows(session, table, rows, returning=("id",))]
+    else:
+        ids = _inserted_ids(session, table, rows)
     details: dict[Any, list[dict]] = {Phone: [], Email: [], Address: []}
     links, tags = [], []
     for contact_id, contact in zip(ids, contacts, strict=True):
@@ -545,16 +548,27 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
                    "is_primary": link.is_primary} for link in contact.links]
         tags += [{"contact_id": contact_id, "tag_id": tag.id} for tag in contact.tags]
     for model, values in details.items():
-        if values:
-            session.execute(insert(model.__table__), values)
-    if links:
-        session.execute(insert(ContactCompany.__table__), links)
-    if tags:
-        session.execute(insert(contact_tag), tags)
+        insert_rows(session, model, values)
+    insert_rows(session, ContactCompany, links)
+    insert_rows(session, contact_tag, tags)
     for contact_id, contact in zip(ids, contacts, strict=True):
         emit(session, "crm_contact_created", {"id": contact_id, "name": contact.full_name,
                                               "owner_id": contact.owner_id, "team_id": None,
                                               "external_id": contact.external_id})
+
+
+def _inserted_ids(session: Session, table, rows: list[dict]) -> list[int]:
+    """SQLite: insert the contacts in one go and read their ids back. Each new row's id is one above the
+    highest, and no other connection writes while this transaction holds the write lock, so the new ids are
+    the last len(rows) ones; they are checked against the names written. (An INSERT … RETURNING of many rows
+    that keeps their order runs them one at a time on SQLite.)"""
+    session.execute(insert(table), rows)
+    first = session.scalar(select(func.max(table.c.id))) - len(rows) + 1
+    written = session.execute(select(table.c.id, table.c.full_name).where(table.c.id >= first)
+                              .order_by(table.c.id)).all()
+    if [name for _id, name in written] != [row["full_name"] for row in rows]:
+        raise RuntimeError("the contacts just written are not the last ones in the table")
+    return [contact_id for contact_id, _name in written]
 
 
 class _Importer:

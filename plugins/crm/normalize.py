@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from bigledger_core.normalize import (  # noqa: F401  (the CRM imports them from here)
     InvalidValue,
@@ -41,10 +42,13 @@ def pinyin_forms(value: str | None) -> list[str]:
     """`张伟` → ["zhangwei", "zhang wei", "zw"]; nothing for a name without Chinese characters."""
     if not has_chinese(value):
         return []
-    name = normalize_name(value)
-    spoken = syllables(name)
-    initials = [s[:1] for s in syllables(name, initials=True)]
-    return ["".join(spoken), " ".join(spoken), "".join(initials)]
+    return list(_pinyin_forms(normalize_name(value)))
+
+
+@lru_cache(maxsize=50_000)  # names repeat (an import of 100,000 people has a few thousand distinct names)
+def _pinyin_forms(name: str) -> tuple[str, str, str]:
+    spoken = syllables(name)  # pypinyin's first-letter style is each syllable's first letter
+    return "".join(spoken), " ".join(spoken), "".join(s[:1] for s in spoken)
 
 
 def name_keys(value: str | None) -> tuple[str | None, str | None]:
