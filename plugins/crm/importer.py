@@ -27,6 +27,7 @@ from flask_appbuilder.security.sqla.models import User
 from flask_babel import force_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, insert, select
+from sqlalchemy import text as sql
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -557,6 +558,32 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
                                               "external_id": contact.external_id})
 
 
+class _Statistics:
+    """PostgreSQL: the planner's statistics of the tables an import fills, refreshed (ANALYZE) each time the
+    import has written as many records as the table was known to hold. Matching a batch against the records
+    already there reads indexes only while the planner knows the tables' size; a database where autovacuum
+    has not caught up (or is off) would otherwise have every batch read whole tables."""
+
+    TABLES = {"contact": "crm_contact, crm_phone, crm_email, crm_address, crm_contact_company, crm_company",
+              "company": "crm_company, crm_phone, crm_email, crm_address"}
+
+    def __init__(self, session: Session, entity: str) -> None:
+        self.session, self.entity = session, entity
+        self.enabled = session.get_bind().dialect.name == "postgresql"
+        self.since, self.known = 0, self._known() if self.enabled else 0
+
+    def _known(self) -> float:
+        main = "crm_contact" if self.entity == "contact" else "crm_company"
+        return max(self.session.scalar(sql("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                                       {"t": main}) or 0, 0)
+
+    def written(self, done: int) -> None:
+        if self.enabled and done - self.since >= max(BATCH_SIZE, self.known):
+            self.session.execute(sql(f"ANALYZE {self.TABLES[self.entity]}"))
+            self.since, self.known = done, self._known()
+            self.session.commit()
+
+
 def _inserted_ids(session: Session, table, rows: list[dict]) -> list[int]:
     """SQLite: insert the contacts in one go and read their ids back. Each new row's id is one above the
     highest, and no other connection writes while this transaction holds the write lock, so the new ids are
@@ -1074,6 +1101,7 @@ def import_records(session: Session, entity: str, path: str | Path, *, mapping: 
     result = ImportResult(dry_run=dry_run,
                           ignored_columns=[header for header, target in columns.items() if target == "ignore"])
     done = 0
+    statistics = _Statistics(session, entity) if not dry_run else None
     rows = (importer.parse(number, cells) for number, cells in table if any(cells.values()))
     try:
         while batch := list(itertools.islice(rows, BATCH_SIZE)):
@@ -1089,6 +1117,8 @@ def import_records(session: Session, entity: str, path: str | Path, *, mapping: 
             if not dry_run:
                 session.commit()
             done += len(batch)
+            if statistics is not None:
+                statistics.written(done)
             if progress is not None:
                 progress(done)
     except BaseException:
