@@ -103,7 +103,7 @@ def test_downgrade_a_module_branch(upgraded):
     bigledger("db", "downgrade", "sample@base", env=upgraded)
     current = bigledger("db", "current", env=upgraded).stdout
     assert [line.split() for line in current.splitlines()] == [
-        ["core", "core_0002"], ["crm", "crm_0008"], ["finance_bridge", "finance_0002"],
+        ["core", "core_0002"], ["crm", "crm_0009"], ["finance_bridge", "finance_0002"],
         ["inventory_bridge", "inventory_0001"], ["pos_bridge", "pos_0001"], ["project_bridge", "project_0001"],
         ["sample", "-"]]
 

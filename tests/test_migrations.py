@@ -20,13 +20,13 @@ def test_every_branch_goes_up_and_down(empty_url, tmp_path):
                              "sample"]
         assert {"ab_user", "ab_role", "bl_module", "bl_team", "bl_team_member", "sample_note", "crm_contact",
                 "bl_outbox_event"} <= _tables()
-        assert current() == {"core": "core_0002", "crm": "crm_0008", "finance_bridge": "finance_0002",
+        assert current() == {"core": "core_0002", "crm": "crm_0009", "finance_bridge": "finance_0002",
                              "inventory_bridge": "inventory_0001", "pos_bridge": "pos_0001",
                              "project_bridge": "project_0001", "sample": "sample_0001"}
 
         downgrade("sample@base")  # a module's tables go with its branch; the rest stays
         assert "sample_note" not in _tables() and "ab_user" in _tables()
-        assert current() == {"core": "core_0002", "crm": "crm_0008", "finance_bridge": "finance_0002",
+        assert current() == {"core": "core_0002", "crm": "crm_0009", "finance_bridge": "finance_0002",
                              "inventory_bridge": "inventory_0001", "pos_bridge": "pos_0001",
                              "project_bridge": "project_0001", "sample": None}
 

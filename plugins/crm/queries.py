@@ -113,7 +113,8 @@ def _search_statement(dialect: str, kind: str, ways: tuple[str, ...], skip: bool
         "like": lambda: model.search_text.like(like),
         "words": lambda: func.to_tsvector(_SIMPLE, model.search_text).op("@@")(
             func.to_tsquery(_SIMPLE, bindparam("tsquery", type_=String))),
-        "email": lambda: owned(Email.contact_id if model is Contact else Email.company_id, Email.address.like(like)),
+        "email": lambda: owned(Email.contact_id if model is Contact else Email.company_id,  # trigram index (crm_0009)
+                               func.lower(Email.address).like(like)),
         "phone": lambda: owned(Phone.contact_id if model is Contact else Phone.company_id,
                                Phone.e164 == bindparam("e164", type_=String)),
         "companies": lambda: owned(ContactCompany.contact_id, ids_param(dialect, ContactCompany.company_id,
