@@ -204,7 +204,9 @@ def run(app, *args):
                                   catch_exceptions=False)
 
 
-def test_nurture_commands(app):
+def test_nurture_commands(app, monkeypatch):
+    # `crm nurture run` works at the real time of day: without quiet hours its mails go out at any hour
+    monkeypatch.setitem(app.config, "BIGLEDGER_NURTURE_QUIET_HOURS", "")
     with app.app_context():
         pk = running_sequence("春季培育")
         leads = [new_lead(f"潜客{n}", f"p{n}@example.com") for n in range(2)]
