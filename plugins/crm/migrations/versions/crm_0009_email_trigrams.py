@@ -23,6 +23,9 @@ def _indexes(expression: str) -> None:
     for name, where in INDEXES.items():
         op.execute(f"DROP INDEX IF EXISTS {name}")
         op.execute(f"CREATE INDEX {name} ON crm_email USING gin ({expression} gin_trgm_ops){where}")
+    # the planner knows an expression's values only from ANALYZE: until then search's LIKE on it was
+    # estimated blind (a 3-letter search took 15 ms instead of 1 at a million addresses)
+    op.execute("ANALYZE crm_email")
 
 
 def upgrade() -> None:
