@@ -29,13 +29,12 @@ def has_chinese(value: str | None) -> bool:
     return bool(_CJK.search(value or ""))
 
 
-def syllables(text: str, initials: bool = False) -> list[str]:
-    """The pinyin syllables of `text` (or their first letters); characters without pinyin are dropped.
-    pypinyin loads its phrase dictionary on import, so commands that never compare names skip it."""
-    from pypinyin import Style, lazy_pinyin
+def syllables(text: str) -> list[str]:
+    """The pinyin syllables of `text`; characters without pinyin are dropped. pypinyin loads its phrase
+    dictionary on import, so commands that never compare names skip it."""
+    from pypinyin import lazy_pinyin
 
-    style = Style.FIRST_LETTER if initials else Style.NORMAL
-    return [s.strip() for s in lazy_pinyin(text, style=style, errors="ignore") if s.strip()]
+    return [s.strip() for s in lazy_pinyin(text, errors="ignore") if s.strip()]
 
 
 def pinyin_forms(value: str | None) -> list[str]:

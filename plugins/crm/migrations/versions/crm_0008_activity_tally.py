@@ -43,21 +43,24 @@ UPSERT = "ON CONFLICT (company_id, contact_id, kind) DO UPDATE SET n = crm_activ
 DROP_ZERO = """DELETE FROM crm_activity_tally AS t USING ({keys}) AS k
         WHERE t.n <= 0 AND t.company_id = k.company_id AND t.contact_id = k.contact_id AND t.kind = k.kind"""
 
+
+def _count(rows: str, sign: str) -> str:
+    """Add (sign "") or take away (sign "-") the activities of the transition table `rows`."""
+    return (f"INSERT INTO crm_activity_tally (company_id, contact_id, kind, n) SELECT company_id, contact_id, kind, "
+            f"{sign}count(*) FROM ({_keys(rows)}) AS k GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 {UPSERT}")
+
+
 POSTGRESQL = [
     f"""
     CREATE FUNCTION crm_activity_tally_added() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO crm_activity_tally (company_id, contact_id, kind, n)
-        SELECT company_id, contact_id, kind, count(*) FROM ({_keys("added")}) AS k
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 {UPSERT};
+        {_count("added", "")};
         RETURN NULL;
     END $$""",
     f"""
     CREATE FUNCTION crm_activity_tally_removed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO crm_activity_tally (company_id, contact_id, kind, n)
-        SELECT company_id, contact_id, kind, -count(*) FROM ({_keys("removed")}) AS k
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 {UPSERT};
+        {_count("removed", "-")};
         {DROP_ZERO.format(keys=_keys("removed"))};
         RETURN NULL;
     END $$""",
