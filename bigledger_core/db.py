@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask_appbuilder.models.sqla.base import SQLA
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
@@ -31,9 +31,10 @@ def insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str
     """INSERT `rows` (dicts with the same keys) in the session's transaction, skipping those whose
     `conflict` key exists; returns the `returning` columns of the rows inserted.
 
-    On PostgreSQL the rows go through psycopg's pipelined executemany — one round trip per batch, the same
-    way as a bare INSERT — instead of one multi-row statement whose thousands of placeholders the driver
-    would parse on every call. Elsewhere it is SQLAlchemy's bulk INSERT."""
+    On PostgreSQL plain rows are sent with COPY (the rows stream to the server in one command, with its
+    triggers and constraints applied as for INSERT); rows that may conflict or must return columns go through
+    psycopg's pipelined executemany, one round trip per batch, instead of one multi-row statement whose
+    thousands of placeholders the driver would parse on every call. Elsewhere it is SQLAlchemy's bulk INSERT."""
     if not rows:
         return []
     table = getattr(table, "__table__", table)
@@ -52,13 +53,19 @@ def insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str
     from psycopg.types.json import Json
 
     json_columns = {c.name for c in table.columns if isinstance(c.type, sqltypes.JSON)}
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-           + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
-           + (f" RETURNING {', '.join(returning)}" if returning else ""))
     values = [tuple(Json(row[c]) if c in json_columns and row[c] is not None else row[c] for c in columns)
               for row in rows]
-    out: list[tuple] = []
-    with session.connection().connection.driver_connection.cursor() as cursor:
+    cursor = session.connection().connection.driver_connection.cursor()
+    with cursor:
+        if not conflict and not returning:
+            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
+            return []
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+               + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
+               + (f" RETURNING {', '.join(returning)}" if returning else ""))
+        out: list[tuple] = []
         cursor.executemany(sql, values, returning=bool(returning))
         if returning:
             while True:
@@ -66,6 +73,14 @@ def insert_rows(session: Session, table, rows: list[dict], *, conflict: list[str
                 if not cursor.nextset():
                     break
     return out
+
+
+def reserve_ids(session: Session, table, count: int) -> list[int]:
+    """PostgreSQL: `count` new values of the table's `id` sequence, for rows written with those ids (by
+    `insert_rows`, whose COPY cannot return the ids the database would have given)."""
+    table = getattr(table, "__table__", table)
+    return list(session.scalars(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                                     "FROM generate_series(1, :count)"), {"table": table.name, "count": count}))
 
 
 def in_ids(session: Session, column, ids):

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from bigledger_core.db import insert_rows, utcnow
+from bigledger_core.db import in_ids, insert_rows, reserve_ids, utcnow
 from bigledger_core.errors import BigLedgerError
 from bigledger_core.events import emit
 from bigledger_core.security import visibility_clause
@@ -529,8 +529,9 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
                      "search_text": search_text(contact.full_name, contact.name_en), "created_at": now,
                      "updated_at": now, "version": 1})
     table = Contact.__table__
-    if session.get_bind().dialect.name == "postgresql":  # one result per row, in the rows' order
-        ids = [row[0] for row in insert_rows(session, table, rows, returning=("id",))]
+    if session.get_bind().dialect.name == "postgresql":
+        ids = reserve_ids(session, table, len(rows))
+        insert_rows(session, table, [{"id": contact_id, **row} for contact_id, row in zip(ids, rows, strict=True)])
     else:
         ids = _inserted_ids(session, table, rows)
     details: dict[Any, list[dict]] = {Phone: [], Email: [], Address: []}
@@ -805,11 +806,11 @@ class _Importer:
             emails = {address for row in rows for _kind, address in row.emails}
             if emails:
                 email_hits = list(self.session.execute(select(Email.address, Email.contact_id).where(
-                    Email.address.in_(emails), Email.contact_id.is_not(None))).tuples())
+                    in_ids(self.session, Email.address, emails), Email.contact_id.is_not(None))).tuples())
             phones = {phone[2] for row in rows for phone in row.phones}
             if phones:
                 phone_hits = list(self.session.execute(select(Phone.e164, Phone.contact_id).where(
-                    Phone.e164.in_(phones), Phone.contact_id.is_not(None))).tuples())
+                    in_ids(self.session, Phone.e164, phones), Phone.contact_id.is_not(None))).tuples())
         else:
             cache_ = self._company_cache()
             names = {v for row in rows if "name" in row.values
