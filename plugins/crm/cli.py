@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
     counter = _Counter()
     try:
         result = import_records(session, ENTITIES[entity], file, mapping=_mapping(mapping), dry_run=dry_run,
-                                owner_id=_owner_id(session, owner), progress=counter)
+                                owner_id=_owner_id(session, owner), progress=counter,
+                                read_ahead=len(os.sched_getaffinity(0)) > 1)
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 
 from bigledger_core.normalize import (  # noqa: F401  (the CRM imports them from here)
     InvalidValue,
@@ -44,10 +43,39 @@ def pinyin_forms(value: str | None) -> list[str]:
     return list(_pinyin_forms(normalize_name(value)))
 
 
-@lru_cache(maxsize=50_000)  # names repeat (an import of 100,000 people has a few thousand distinct names)
+# Names repeat (an import of 100,000 people has a few thousand distinct names), so their forms are kept, up to
+# _FORMS_KEPT names; the dictionary starts again when it is full.
+_FORMS: dict[str, tuple[str, str, str]] = {}
+_FORMS_KEPT = 50_000
+
+
 def _pinyin_forms(name: str) -> tuple[str, str, str]:
-    spoken = syllables(name)  # pypinyin's first-letter style is each syllable's first letter
-    return "".join(spoken), " ".join(spoken), "".join(s[:1] for s in spoken)
+    forms = _FORMS.get(name)
+    if forms is None:
+        spoken = syllables(name)  # pypinyin's first-letter style is each syllable's first letter
+        forms = "".join(spoken), " ".join(spoken), "".join(s[:1] for s in spoken)
+        if len(_FORMS) >= _FORMS_KEPT:
+            _FORMS.clear()
+        _FORMS[name] = forms
+    return forms
+
+
+def pinyin_of(names) -> dict[str, tuple[str, str, str]]:
+    """The pinyin forms of the Chinese names among `names`, by normalized name: worked out where there is
+    time (a process reading an import file) and handed to `learn_pinyin` where they will be needed."""
+    found = {}
+    for value in names:
+        if value and has_chinese(value):
+            name = normalize_name(value)
+            found[name] = _pinyin_forms(name)
+    return found
+
+
+def learn_pinyin(forms: dict[str, tuple[str, str, str]]) -> None:
+    """Keep forms from `pinyin_of`, so that `pinyin_forms` of those names needs no dictionary look-up."""
+    if len(_FORMS) + len(forms) > _FORMS_KEPT:
+        _FORMS.clear()
+    _FORMS.update(forms)
 
 
 def name_keys(value: str | None) -> tuple[str | None, str | None]:

@@ -289,6 +289,70 @@ def test_a_large_import_keeps_the_planner_informed_of_the_tables_it_fills(app, t
         assert "Seq Scan" not in plan, plan
 
 
+def many_rows(count: int) -> str:
+    """`count` contacts over several batches: every 97th row has a bad phone, and the last row repeats the
+    e-mail of row 10 (an update of a contact written two batches earlier)."""
+    given = "伟芳娜敏静丽强磊军洋"
+    lines = []
+    for n in range(count - 1):
+        phone = "123" if n % 97 == 50 else f"139{n:08d}"
+        lines.append(f"张{given[n % 10]}{n},{phone},client{n}@example.com,公司{n // 300}\n")
+    lines.append("张伟新,,CLIENT8@example.com,\n")
+    return "姓名,手机,邮箱,公司\n" + "".join(lines)
+
+
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["in-process", "read-ahead"])
+def test_a_file_of_several_batches_reads_the_same_in_another_process(app, tmp_path, read_ahead):
+    """The command reads and checks rows in a second process while it writes; rows, errors, matches and
+    the pinyin keys come out exactly as when one process does both."""
+    path = write(tmp_path, "many.csv", many_rows(1300))
+    with app.app_context(), force_locale("en"):
+        result = import_records(db.session, "contact", path, read_ahead=read_ahead)
+        bad = [n for n in range(1299) if n % 97 == 50]
+        assert (result.created, result.updated, result.rejected) == (1299 - len(bad), 1, len(bad))
+        assert [(e.row, e.column, e.value) for e in result.errors] == [(n + 2, "手机", "123") for n in bad]
+        assert result.errors[0].message == "123 is not a valid phone number"
+        updated = db.session.scalars(select(Contact).join(Email).where(Email.address == "client8@example.com")).one()
+        assert updated.full_name == "张伟新"  # the last row's name replaced row 10's
+        first = contact("张伟0")
+        assert (first.pinyin, first.initials) == ("zhangwei", "zw")  # what the search box matches first
+        assert "zhang wei" in first.search_text
+        assert [link.company.name for link in first.links] == ["公司0"]
+        assert count(Contact) == 1299 - len(bad) and count(Company) == 5
+
+
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["in-process", "read-ahead"])
+def test_damage_further_down_a_file_stops_the_import_after_the_batches_before_it(app, tmp_path, read_ahead):
+    text = many_rows(1300).splitlines(keepends=True)
+    text.insert(1150, "张三," + "9" * 200_000 + ",x@example.com,\n")  # longer than a CSV field may be
+    path = write(tmp_path, "damaged.csv", "".join(text))
+    with app.app_context(), force_locale("en"):
+        with pytest.raises(ImportFileError, match="damaged.csv cannot be read at row 1151"):
+            import_records(db.session, "contact", path, read_ahead=read_ahead)
+        # The two batches read before the damage were written; the one it was found in was not.
+        assert count(Contact) == 1000 - sum(1 for n in range(1000) if n % 97 == 50)
+
+
+def test_an_import_does_not_wait_for_a_reading_process_that_died(app, tmp_path, monkeypatch):
+    import os
+
+    from plugins.crm import importer
+
+    parse = importer._Importer.parse
+
+    def dies_at_row_700(self, number, cells):
+        if number == 700:
+            os._exit(3)
+        return parse(self, number, cells)
+
+    monkeypatch.setattr(importer._Importer, "parse", dies_at_row_700)
+    path = write(tmp_path, "many.csv", many_rows(1300))
+    with app.app_context():
+        with pytest.raises(importer._ReaderFailed, match="exit code 3"):
+            import_records(db.session, "contact", path, read_ahead=True)
+        assert count(Contact) == 500 - sum(1 for n in range(500) if n % 97 == 50)
+
+
 def test_rows_repeating_a_contact_in_one_file_update_it(app, tmp_path):
     path = write(tmp_path, "twice.csv", "姓名,手机,邮箱,标签\n王五,13700000001,wangwu@example.com,A\n"
                                         "王五,13700000002,WANGWU@example.com,B\n")
