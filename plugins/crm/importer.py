@@ -52,7 +52,14 @@ from .models import (
     Tag,
     contact_tag,
 )
-from .normalize import display_name, learn_pinyin, name_keys, normalize_name, pinyin_of, search_text
+from .normalize import (
+    display_name,
+    learn_pinyin,
+    name_keys,
+    normalize_name,
+    pinyin_of,
+    search_text,
+)
 from .services import (
     CrmValidationError,
     clean_custom,
