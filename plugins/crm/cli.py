@@ -83,7 +83,7 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
     """
     from bigledger_core.db import db
 
-    from .importer import ImportFileError, import_records, write_error_report
+    from .importer import ImportFileError, ImportInterrupted, import_records, write_error_report
 
     session = db.session
     counter = _Counter()
@@ -91,7 +91,7 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
         result = import_records(session, ENTITIES[entity], file, mapping=_mapping(mapping), dry_run=dry_run,
                                 owner_id=_owner_id(session, owner), progress=counter,
                                 read_ahead=len(os.sched_getaffinity(0)) > 1)
-    except ImportFileError as exc:
+    except (ImportFileError, ImportInterrupted) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         counter.close()
@@ -146,6 +146,38 @@ def export_command(entity, file):
         raise click.ClickException(gettext("Cannot write %(file)s: %(reason)s", file=file,
                                            reason=exc.strerror or exc)) from None
     click.echo(gettext("%(count)s records written to %(file)s", count=count, file=file))
+
+
+@crm.command("recount-activities")
+@click.option("--check", is_flag=True, help="Only report the counts that are wrong; change nothing.")
+@with_appcontext
+def recount_activities(check):
+    """Check the activity counts of the 360° view against the activities, and rebuild them if they differ.
+
+    The database keeps the counts itself; they drift only when activities were written with triggers off
+    (a restore, a bulk load). With --check, lists the first wrong counts and exits 1 if there are any.
+    """
+    from bigledger_core.db import db
+
+    from .tally import differences, rebuild
+
+    session = db.session
+    if check:
+        wrong = differences(session, limit=21)
+        for item in wrong[:20]:
+            click.echo(gettext("company %(company)s, contact %(contact)s, %(kind)s: %(stored)s counted, "
+                               "%(actual)s found", company=item.company_id, contact=item.contact_id,
+                               kind=item.kind, stored=item.stored, actual=item.actual))
+        if len(wrong) > 20:
+            click.echo(gettext("… and more."))
+        click.echo(gettext("Activity counts are right.") if not wrong else
+                   gettext("Some activity counts are wrong; run the command without --check to rebuild them."))
+        session.rollback()
+        sys.exit(1 if wrong else 0)
+    wrong = rebuild(session)
+    session.commit()
+    click.echo(gettext("%(count)s activity counts were wrong and have been rebuilt.", count=wrong) if wrong else
+               gettext("Activity counts are right."))
 
 
 crm.add_command(pipeline_group)

@@ -13,6 +13,7 @@ import codecs
 import csv
 import datetime as dt
 import itertools
+import logging
 import multiprocessing
 import re
 import signal
@@ -69,6 +70,8 @@ from .services import (
     custom_fields,
     field_label,
 )
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 ENTITIES = ("contact", "company")
@@ -1109,8 +1112,15 @@ def _batches(importer: _Importer, table: Table) -> Iterator[list[_Row]]:
         yield batch
 
 
-class _ReaderFailed(Exception):
-    """The process reading the file failed for a reason other than the file; carries its traceback."""
+class ImportInterrupted(BigLedgerError):
+    """The process reading the file stopped before the end of the file (killed, or a fault of the program);
+    the batches written before stay written. The reading process's traceback, if any, is logged."""
+
+    @classmethod
+    def ended(cls, code: int | None) -> ImportInterrupted:
+        return cls(gettext("The process reading the file stopped (exit code %(code)s) before the end of the file. "
+                           "The rows written before stay imported; import the file again to finish (it updates "
+                           "what is already there).", code=code))
 
 
 def _read(importer: _Importer, table: Table, sender) -> None:
@@ -1122,8 +1132,10 @@ def _read(importer: _Importer, table: Table, sender) -> None:
         sender.send(None)
     except ImportFileError as exc:
         sender.send(exc)
-    except Exception:  # anything else is reported by the writing process, with where it happened
-        sender.send(_ReaderFailed(traceback.format_exc()))
+    except Exception as exc:  # a fault of the program: the writing process logs where it happened
+        failure = ImportInterrupted(gettext("Reading the file failed: %(reason)s", reason=exc))
+        failure.details = traceback.format_exc()
+        sender.send(failure)
 
 
 def _read_elsewhere(importer: _Importer, table: Table) -> Iterator[list[_Row]]:
@@ -1141,16 +1153,17 @@ def _read_elsewhere(importer: _Importer, table: Table) -> Iterator[list[_Row]]:
         while True:
             while not receiver.poll(1):
                 if not reader.is_alive() and not receiver.poll(0):
-                    raise _ReaderFailed(f"the process reading the file ended (exit code {reader.exitcode})")
+                    raise ImportInterrupted.ended(reader.exitcode)
             try:
                 item = receiver.recv()
             except EOFError:
                 reader.join()
-                raise _ReaderFailed(f"the process reading the file ended (exit code {reader.exitcode})") \
-                    from None
+                raise ImportInterrupted.ended(reader.exitcode) from None
             if item is None:
                 return
             if isinstance(item, BaseException):
+                if getattr(item, "details", None):
+                    log.error("the process reading the import file failed:\n%s", item.details)
                 raise item
             yield item
     finally:

@@ -347,10 +347,16 @@ def test_an_import_does_not_wait_for_a_reading_process_that_died(app, tmp_path, 
 
     monkeypatch.setattr(importer._Importer, "parse", dies_at_row_700)
     path = write(tmp_path, "many.csv", many_rows(1300))
-    with app.app_context():
-        with pytest.raises(importer._ReaderFailed, match="exit code 3"):
+    with app.app_context(), force_locale("en"):
+        with pytest.raises(importer.ImportInterrupted, match="exit code 3"):
             import_records(db.session, "contact", path, read_ahead=True)
         assert count(Contact) == 500 - sum(1 for n in range(500) if n % 97 == 50)
+    # The command says so in one line, and exits 1.
+    monkeypatch.setattr("plugins.crm.cli.os.sched_getaffinity", lambda _pid: {0, 1})
+    result = run(app, "crm", "import", "contacts", str(path))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: The process reading the file stopped (exit code 3)")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_rows_repeating_a_contact_in_one_file_update_it(app, tmp_path):
