@@ -83,7 +83,12 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
     """
     from bigledger_core.db import db
 
-    from .importer import ImportFileError, ImportInterrupted, import_records, write_error_report
+    from .importer import (
+        ImportFileError,
+        ImportInterrupted,
+        import_records,
+        write_error_report,
+    )
 
     session = db.session
     counter = _Counter()
