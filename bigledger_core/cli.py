@@ -1,7 +1,9 @@
 """The `bigledger` command (also `flask bigledger …`)."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 import secrets
 import sys
@@ -41,6 +43,24 @@ def with_appcontext(func):
             return func(*args, **kwargs)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def bulk_work():
+    """For a command that makes and drops millions of small objects (an import): Python's cyclic garbage
+    collector leaves alone the objects that exist when it starts (the app, SQLAlchemy's and Flask-AppBuilder's
+    machinery, the dictionaries of phonenumbers and pypinyin), and looks at young objects every 50,000
+    allocations instead of every 700. Reference counting still frees nearly everything at once; without this,
+    each full collection walks every object of the process, about a third of an import's time."""
+    gc.collect()
+    gc.freeze()
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 class BigLedgerGroup(click.Group):

@@ -143,3 +143,22 @@ def test_instances_side_by_side_keep_separate_databases(templates, tmp_path):
     assert pos_bridge(bigledger("modules", "list", env=one).stdout) == ["disabled"]
     flask = bigledger("--app", "bigledger_core.wsgi", "bigledger", "modules", "list", env=two, exe="flask").stdout
     assert pos_bridge(flask) == ["enabled"] and "crm" in flask
+
+
+def test_bulk_work_sets_the_collector_aside_and_puts_it_back_afterwards():
+    """An import runs with the process's existing objects out of the garbage collector's way; afterwards
+    (or after a failure) the collector works as before, so the rest of the process is not affected."""
+    import gc
+
+    from bigledger_core.cli import bulk_work
+
+    before = gc.get_threshold()
+    with bulk_work():
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == 50_000
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    try:
+        with bulk_work():
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

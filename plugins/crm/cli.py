@@ -10,7 +10,7 @@ import click
 from flask_babel import gettext
 from sqlalchemy import select
 
-from bigledger_core.cli import with_appcontext
+from bigledger_core.cli import bulk_work, with_appcontext
 
 from .dedupe_cli import dedupe as dedupe_command
 from .leads.cli import scoring as scoring_group
@@ -93,9 +93,10 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
     session = db.session
     counter = _Counter()
     try:
-        result = import_records(session, ENTITIES[entity], file, mapping=_mapping(mapping), dry_run=dry_run,
-                                owner_id=_owner_id(session, owner), progress=counter,
-                                read_ahead=len(os.sched_getaffinity(0)) > 1)
+        with bulk_work():
+            result = import_records(session, ENTITIES[entity], file, mapping=_mapping(mapping), dry_run=dry_run,
+                                    owner_id=_owner_id(session, owner), progress=counter,
+                                    read_ahead=len(os.sched_getaffinity(0)) > 1)
     except (ImportFileError, ImportInterrupted) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

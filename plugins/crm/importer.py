@@ -840,11 +840,7 @@ class _Importer:
         ids = {i for i in by_ext.values() if i} | {i for _, i in email_hits} | {i for _, i in phone_hits} | names
         records: dict[int, Any] = {}
         if ids:
-            options = [selectinload(model.phones), selectinload(model.emails), selectinload(model.tags),
-                       selectinload(model.addresses)]
-            if model is Contact:
-                options.append(selectinload(Contact.links))
-            query = select(model).where(model.id.in_(ids)).options(*options)
+            query = select(model).where(model.id.in_(ids)).options(*self._details_needed())
             if self.scope is not None:
                 query = query.where(self.scope)
             records = {r.id: r for r in self.session.scalars(query) if r.merged_into_id is None}
@@ -855,6 +851,17 @@ class _Importer:
                 if record_id in records:
                     found.setdefault(key, record_id)
         return by_ext, by_email, by_phone, records
+
+    def _details_needed(self) -> list:
+        """Load options for the details the file's columns can change (phones only if it has a phone column…)."""
+        targets = {target.partition(":")[0] for target in self.headers_of}
+        wanted = [("phone", self.model.phones), ("email", self.model.emails), ("tags", self.model.tags)]
+        options = [selectinload(relation) for key, relation in wanted if key in targets]
+        if targets & set(_ADDRESS_COLUMNS):
+            options.append(selectinload(self.model.addresses))
+        if self.model is Contact and targets & {"company", "role"}:
+            options.append(selectinload(Contact.links))
+        return options
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -960,7 +967,7 @@ class _Importer:
             contact.family_name = contact.given_name = None  # derived again from the new full name
         for key in ("family_name", "given_name", "full_name", "name_en", "title", "external_id"):
             if key in values:
-                setattr(contact, key, values[key])
+                _set(contact, key, values[key])
         if not creating and "full_name" not in names and names:
             contact.full_name = ""
             complete_contact_name(contact)
@@ -968,7 +975,7 @@ class _Importer:
             self._link(contact, self._company(values["company"]), values.get("role"))
         elif "role" in values:  # _check made sure the contact has a company
             primary = next((link for link in contact.links if link.is_primary), contact.links[0])
-            primary.role_id = values["role"]
+            _set(primary, "role_id", values["role"])
 
     def _link(self, contact: Contact | _NewContact, company: Company | int, role_id: int | None) -> None:
         company_id = company if isinstance(company, int) else company.id
@@ -977,7 +984,7 @@ class _Importer:
             same = link.company_id == company_id if link.company_id is not None else link.company is company
             if same:
                 if role_id is not None:
-                    link.role_id = role_id
+                    _set(link, "role_id", role_id)
                 return
         primary = not any(link.is_primary for link in contact.links)
         if isinstance(contact, _NewContact):
@@ -997,37 +1004,37 @@ class _Importer:
             if not creating and normalize_name(company.name) != key and \
                     self._company_cache().get(normalize_name(company.name)) == company.id:
                 self._company_cache().pop(normalize_name(company.name))
-            company.name = values["name"]
+            _set(company, "name", values["name"])
             if self._company_cache().get(key) is None:
                 self._remember_company(key, company if company.id is None else company.id)
         for key in ("name_en", "legal_name", "industry", "employees", "region", "website", "status", "external_id"):
             if key in values:
-                setattr(company, key, values[key])
+                _set(company, key, values[key])
         if "parent" in values:
             parent = self._company(values["parent"])
             if isinstance(parent, Company):
                 company.parent = parent
             else:
-                company.parent_id = parent
+                _set(company, "parent_id", parent)
 
     def _fill_details(self, record, row: _Row, custom: dict, tags: dict[str, Tag]) -> None:
         values = row.values
         if "owner_id" in values:
-            record.owner_id = values["owner_id"]
+            _set(record, "owner_id", values["owner_id"])
         if custom:
-            record.custom = {**(record.custom or {}), **custom}
-        known_phones = {phone.e164 for phone in record.phones}
+            _set(record, "custom", {**(record.custom or {}), **custom})
+        known_phones = {phone.e164 for phone in record.phones} if row.phones else set()
         for kind, raw, e164, _header in row.phones:
             if e164 not in known_phones:
                 record.phones.append(_detail(record, Phone, kind=kind, raw=raw, e164=e164,
                                              is_primary=not record.phones))
                 known_phones.add(e164)
-        known_emails = {email.address for email in record.emails}
+        known_emails = {email.address for email in record.emails} if row.emails else set()
         for kind, address in row.emails:
             if address not in known_emails:
                 record.emails.append(_detail(record, Email, kind=kind, address=address, is_primary=not record.emails))
                 known_emails.add(address)
-        known_tags = {tag.name for tag in record.tags}
+        known_tags = {tag.name for tag in record.tags} if row.tags else set()
         for name in row.tags:
             if name not in known_tags:
                 tag = tags.get(name)
@@ -1044,7 +1051,14 @@ class _Importer:
                                   **dict.fromkeys(_ADDRESS_COLUMNS))
                 record.addresses.append(current)
             for key, value in address.items():
-                setattr(current, key, value)
+                _set(current, key, value)
+
+
+def _set(record, key: str, value) -> None:
+    """Set a value only when it differs: a record the file leaves as it was is not written, audited or
+    announced again (re-importing an unchanged file writes nothing)."""
+    if getattr(record, key) != value:
+        setattr(record, key, value)
 
 
 def _phone_kind(e164: str) -> str:

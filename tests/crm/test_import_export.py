@@ -268,6 +268,47 @@ def test_reimporting_updates_the_records_without_duplicating_details(app, tmp_pa
         assert {"title": ["销售副总裁", "顾问"]} in changes
 
 
+def test_reimporting_an_unchanged_file_writes_nothing_and_reads_only_the_details_it_compares(app, tmp_path):
+    """Re-importing the same file matches every row and changes nothing: no version bump, audit entry or
+    update event. Only the details the file has columns for are read (here phones, e-mails and company
+    links, not tags or addresses), each once per batch. Changed cells change only their records."""
+    from tests.sample_plugin import plugin as sample
+
+    def people(count, title="经理"):
+        lines = "".join(f"客户{n},139{n:08d},c{n}@example.com,公司{n % 3},{title if n else '总监'}\n"
+                        for n in range(count))
+        return write(tmp_path, f"people{count}.csv", "姓名,手机,邮箱,公司,职位\n" + lines)
+
+    sent: list[str] = []
+    with app.app_context():
+        listener = lambda *args: sent.append(args[2])  # noqa: E731  (conn, cursor, statement, …)
+        assert import_records(db.session, "contact", people(300)).created == 300
+        versions = dict(db.session.execute(select(Contact.id, Contact.version)).all())
+        audited = count(AuditEntry)
+        sample.CRM_EVENTS.clear()
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            result = import_records(db.session, "contact", people(300))
+            small = len(sent)
+            sent.clear()
+            import_records(db.session, "contact", people(30))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+        assert (result.created, result.updated, result.rejected) == (0, 300, 0)
+        assert dict(db.session.execute(select(Contact.id, Contact.version)).all()) == versions
+        assert count(AuditEntry) == audited
+        assert [e for e in sample.CRM_EVENTS if e.name == "crm_contact_updated"] == []
+        assert len(sent) == small  # 30 rows or 300: the same statements, none per record
+        assert not any("crm_contact_tag" in s or "crm_address" in s for s in sent)
+
+        # Titles changed in 299 rows: those contacts alone are written and audited, the 300th is left as it was.
+        changed = import_records(db.session, "contact", people(300, title="采购经理"))
+        assert changed.updated == 300
+        bumped = {i for i, v in db.session.execute(select(Contact.id, Contact.version)) if v != versions[i]}
+        assert len(bumped) == 299 and contact("客户0").version == versions[contact("客户0").id]
+        assert count(AuditEntry) == audited + 299
+
+
 def test_a_large_import_keeps_the_planner_informed_of_the_tables_it_fills(app, tmp_path):
     """On PostgreSQL each batch is matched against the records already there through their indexes; that
     holds only while the planner knows how big the tables have grown, so an import refreshes their statistics
