@@ -280,8 +280,11 @@ def test_reimporting_an_unchanged_file_writes_nothing_and_reads_only_the_details
         return write(tmp_path, f"people{count}.csv", "姓名,手机,邮箱,公司,职位\n" + lines)
 
     sent: list[str] = []
+
+    def listener(_conn, _cursor, statement, *_rest):
+        sent.append(statement)
+
     with app.app_context():
-        listener = lambda *args: sent.append(args[2])  # noqa: E731  (conn, cursor, statement, …)
         assert import_records(db.session, "contact", people(300)).created == 300
         versions = dict(db.session.execute(select(Contact.id, Contact.version)).all())
         audited = count(AuditEntry)
