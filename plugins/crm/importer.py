@@ -537,8 +537,8 @@ def _insert_contacts(session: Session, contacts: list[_NewContact]) -> None:
     for contact in contacts:
         complete_contact_name(contact)
         pinyin, initials = name_keys(contact.full_name)
-        rows.append({"pinyin": pinyin, "initials": initials, "full_name": contact.full_name, "family_name": contact.family_name,
-                     "given_name": contact.given_name, "name_en": contact.name_en, "title": contact.title,
+        rows.append({"pinyin": pinyin, "initials": initials, "full_name": contact.full_name,
+                     "family_name": contact.family_name, "given_name": contact.given_name, "name_en": contact.name_en, "title": contact.title,
                      "external_id": contact.external_id, "owner_id": contact.owner_id, "custom": contact.custom,
                      "search_text": search_text(contact.full_name, contact.name_en), "created_at": now,
                      "updated_at": now, "version": 1})
@@ -1195,10 +1195,11 @@ def import_records(session: Session, entity: str, path: str | Path, *, mapping: 
 
     Commits every 500 rows (a dry run writes inside one transaction and rolls it back). `owner_id` owns
     the records created when the file has no owner column; with `user`, only records that user may see
-    are matched and updated. `progress(rows_done)` is called after each
-    batch. With `read_ahead` (for a command, not a web worker), another process reads and checks the next
-    rows while this one writes. Raises ImportFileError, before writing anything, when the file cannot be opened or its
-    columns cannot be mapped; damage found further down a file stops the import there.
+    are matched and updated. `progress(rows_done)` is called after each batch. With `read_ahead` (for a
+    command, not a web worker), a forked process reads and checks the next rows while this one writes.
+    Raises ImportFileError, before writing anything, when the file cannot be opened or its columns cannot
+    be mapped; damage found further down a file stops the import there (ImportInterrupted: the reading
+    process stopped).
     """
     if entity not in ENTITIES:
         raise ValueError(f"entity must be one of {ENTITIES}, not {entity!r}")
