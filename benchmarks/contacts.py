@@ -1000,9 +1000,12 @@ def measure(app, backend: str, raw: Raw, data: Dataset, user: str, args, capture
     """Each operation through the API as `user`; then, on the raw connection, the CRM SELECTs the API sent
     (same SQL text and parameters, captured from the driver), timed the same way. The rows are also
     checked against hand-written SQL. `captured` gets the statements, for EXPLAIN."""
+    from bigledger_core.app import settle
+
     client, headers = _login(app, user)
     http = _get(client, headers)
     vis = _vis(data, user)
+    settle()  # as the WSGI entry point does before serving: what exists now is set aside from the collector
     statements, stop = capture(app)
     results = [_floor(client, headers, backend, user, args)]
     _print_row(results[0])

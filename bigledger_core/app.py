@@ -1,6 +1,7 @@
 """The application factory: Flask + Flask-AppBuilder + SQLAlchemy + Babel + the plugin host."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -87,6 +88,16 @@ def create_app(config: dict[str, Any] | None = None, plugin_host: PluginHost | N
 
     app.cli.add_command(cli, "bigledger")
     return app
+
+
+def settle() -> None:
+    """Once the app is built and before it serves: the objects made so far (about 400,000: Flask-AppBuilder's
+    and SQLAlchemy's machinery, the modules' tables, phonenumbers' and pypinyin's dictionaries) live as long as
+    the process, so Python's cyclic garbage collector stops walking them. Without this, each full collection
+    walked them all and the request it fell in took 150–200 ms longer. Forked workers also keep sharing
+    these objects' memory pages instead of copying them."""
+    gc.collect()
+    gc.freeze()
 
 
 def configure_logging(app: Flask) -> None:

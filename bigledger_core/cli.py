@@ -99,12 +99,13 @@ def run(host, port, no_scheduler):
     """Serve the web UI and API with the development server, with the scheduler in the same process."""
     from werkzeug.serving import run_simple
 
-    from .app import configure_logging
+    from .app import configure_logging, settle
     from .migrate import current
 
     if not current().get("core"):
         raise click.ClickException("the database is not initialised: run `bigledger db upgrade` first")
     configure_logging(current_app)
+    settle()
     if not no_scheduler:
         from .scheduler import start_in_thread
 
@@ -124,13 +125,14 @@ def scheduler():
     """
     import signal
 
-    from .app import configure_logging
+    from .app import configure_logging, settle
     from .migrate import current
     from .scheduler import SchedulerService
 
     if not current().get("core"):
         raise click.ClickException("the database is not initialised: run `bigledger db upgrade` first")
     configure_logging(current_app)
+    settle()
     service = SchedulerService(current_app._get_current_object())
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.stop())
