@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flask import abort, current_app, g, request, url_for
+from flask import abort, current_app, g, redirect, request, url_for
 from flask_appbuilder import BaseView, ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.fieldwidgets import Select2Widget
@@ -29,6 +29,7 @@ from .segments import (
     ENTITIES,
     field_reference,
     member_count,
+    member_ids,
     member_counts,
     members,
     validate_definition,
@@ -242,7 +243,7 @@ class SegmentMembersView(BaseView):
 
     route_base = "/crm/segment"
     class_permission_name = "CrmSegment"
-    method_permission_name = {"members": "list"}
+    method_permission_name = {"members": "list", "export": "list"}
     base_permissions = ["can_list"]
 
     @expose("/<int:pk>/members")
@@ -262,6 +263,34 @@ class SegmentMembersView(BaseView):
             values["error"] = str(exc)
         values["pages"] = math.ceil(values["count"] / per_page)
         return self.render_template("crm/segment_members.html", **values)
+
+    @expose("/<int:pk>/members/export/<fmt>")
+    @has_access
+    def export(self, pk: int, fmt: str):
+        """Every member the user may see, as CSV or Excel in the import format (details, tags, custom
+        fields), so the file can be worked on and imported back."""
+        import datetime as dt
+        import tempfile
+
+        from flask import send_file
+
+        from .exporter import company_rows, contact_rows, export_columns, export_table
+
+        segment = _visible_segment(pk)
+        if segment is None or fmt not in {"csv", "xlsx"}:
+            abort(404)
+        try:
+            ids = member_ids(db.session, segment, g.user)
+        except CrmValidationError:  # the members page says what is wrong with the definition
+            return redirect(url_for("SegmentMembersView.members", pk=pk))
+        rows = (contact_rows if segment.entity == "contact" else company_rows)(db.session, ids)
+        out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+        export_table(rows, export_columns(db.session, segment.entity), fmt, out)
+        out.seek(0)
+        mimetype = "text/csv" if fmt == "csv" else \
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        return send_file(out, mimetype=mimetype, as_attachment=True,
+                         download_name=f"segment-{segment.id}-{dt.date.today().isoformat()}.{fmt}")
 
 
 # -- REST API ------------------------------------------------------------------------------------------

@@ -606,6 +606,15 @@ def members(session: Session, segment: Segment, user, page: int = 1, per_page: i
     return list(session.scalars(query))
 
 
+def member_ids(session: Session, segment: Segment, user):
+    """A SELECT of the ids of every record of the segment that `user` may see, in the members page's order
+    (name, then id): what its export reads."""
+    model = _model(segment)
+    conditions = _conditions(session, segment, visibility_clause(model, user, session))
+    name = model.full_name if model is Contact else model.name
+    return select(model.id).where(*conditions).order_by(name, model.id)
+
+
 def member_counts(session: Session, segments: Sequence[Segment], user) -> dict[int, int | None]:
     """Counts of several segments in one query; None for a segment whose definition is broken."""
     counts: dict[int, int | None] = {}

@@ -551,6 +551,9 @@ def test_a_broken_segment_reports_its_problem(segment_app, client, world):
     assert listing.status_code == 200 and "大预算" in listing.get_data(as_text=True)
     page = client.get(f"/crm/segment/{pk}/members?_l_=en").get_data(as_text=True)
     assert 'id="bl-segment-error"' in page and "unknown custom field" in page
+    assert "/members/export/" not in page  # no export of a segment that cannot be evaluated
+    export = client.get(f"/crm/segment/{pk}/members/export/csv")
+    assert export.status_code == 302 and export.headers["Location"].endswith(f"/crm/segment/{pk}/members")
 
 
 def test_segment_screens(segment_app, client, world):
@@ -609,6 +612,56 @@ def test_segment_screens(segment_app, client, world):
     assert WANG in page and ZHANG not in page and re.search(r'class="bl-count">1<', page)
     listing = client.get("/segmentview/list/").get_data(as_text=True)
     assert "我的贵宾" in listing and f"/crm/segment/{pk}/members" not in listing
+
+
+def test_a_segment_exports_its_members_as_csv_and_excel_in_the_import_format(segment_app, client, world, tmp_path):
+    """A segment's members page exports every member the user may see (not just the page shown), as CSV or
+    Excel with the contacts' details, in a file the importer reads back."""
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    from plugins.crm.importer import import_records
+
+    with segment_app.app_context():
+        vip = Segment(name="贵宾", entity="contact", definition=rule("tag", "has", "VIP"), owner_id=world["admin"])
+        everyone = Segment(name="有邮箱", entity="contact", definition=rule("email_domain", "not_empty"),
+                           owner_id=world["mkt"])
+        db.session.add_all([vip, everyone])
+        db.session.commit()
+        vip, everyone = vip.id, everyone.id
+    login(client, "admin")
+    page = client.get(f"/crm/segment/{vip}/members?per_page=1").get_data(as_text=True)
+    assert f'href="/crm/segment/{vip}/members/export/csv"' in page  # the buttons, on a page showing one member
+
+    response = client.get(f"/crm/segment/{vip}/members/export/csv?_l_=en")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert f"segment-{vip}-" in response.headers["Content-Disposition"]
+    assert response.data.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM, for Excel
+    rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
+    assert [row["Full name"] for row in rows] == sorted([LEE, ZHANG])  # the members page's order
+    assert all(row["Tags"] and "VIP" in row["Tags"] for row in rows)
+
+    workbook = client.get(f"/crm/segment/{vip}/members/export/xlsx?_l_=en")
+    assert workbook.status_code == 200
+    sheet = list(load_workbook(io.BytesIO(workbook.data), read_only=True).active.iter_rows(values_only=True))
+    name = sheet[0].index("Full name")
+    assert [line[name] for line in sheet[1:]] == sorted([LEE, ZHANG])
+
+    exported = tmp_path / "vip.csv"
+    exported.write_bytes(response.data)
+    with segment_app.app_context():  # the file imports back onto the same people
+        again = import_records(db.session, "contact", exported, dry_run=True)
+        assert (again.created, again.updated, again.rejected) == (0, 2, 0), again.errors
+
+    assert client.get(f"/crm/segment/{vip}/members/export/pdf").status_code == 404
+    client.get("/logout/")
+    login(client, "mkt")
+    assert client.get(f"/crm/segment/{vip}/members/export/csv").status_code == 404  # the admin's segment
+    mine = client.get(f"/crm/segment/{everyone}/members/export/csv?_l_=en")
+    names = [row["Full name"] for row in csv.DictReader(io.StringIO(mine.data.decode("utf-8-sig")))]
+    assert names == [WANG]  # only the people the marketer may see
 
 
 def test_the_segment_form_and_api_list_every_field_rules_may_use_with_those_modules_add(segment_app, client, world):
