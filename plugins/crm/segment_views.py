@@ -29,8 +29,8 @@ from .segments import (
     ENTITIES,
     field_reference,
     member_count,
-    member_ids,
     member_counts,
+    member_ids,
     members,
     validate_definition,
 )
