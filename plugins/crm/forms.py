@@ -244,13 +244,8 @@ class ListExportMixin:
     @expose("/export/<fmt>")
     @has_access
     def export(self, fmt):
-        import datetime as dt
-        import tempfile
-
-        from flask import abort, send_file
+        from flask import abort
         from flask_appbuilder.urltools import get_filter_args, get_order_args
-
-        from .exporter import export_table
 
         if fmt not in {"csv", "xlsx"}:
             abort(404)
@@ -263,13 +258,24 @@ class ListExportMixin:
         query = self.datamodel.apply_all(db.session.query(model.id), filters, order_column or "id",
                                          order_direction or "asc")
         rows, columns = self._rows_and_columns(query.statement)
-        out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
-        export_table(rows, columns, fmt, out)
-        out.seek(0)
-        mimetype = "text/csv" if fmt == "csv" else \
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        return send_file(out, mimetype=mimetype, as_attachment=True,
-                         download_name=f"{self.export_name}-{dt.date.today().isoformat()}.{fmt}")
+        return send_table(rows, columns, fmt, self.export_name)
+
+
+def send_table(rows, columns, fmt: str, name: str):
+    """A download of `rows` as CSV or Excel (`fmt`), named `<name>-<today>.<fmt>`; large files spill to disk."""
+    import datetime as dt
+    import tempfile
+
+    from flask import send_file
+
+    from .exporter import export_table
+
+    out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+    export_table(rows, columns, fmt, out)
+    out.seek(0)
+    mimetype = "text/csv" if fmt == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return send_file(out, mimetype=mimetype, as_attachment=True,
+                     download_name=f"{name}-{dt.date.today().isoformat()}.{fmt}")
 
 
 def _plain(value):

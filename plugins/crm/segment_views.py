@@ -24,6 +24,8 @@ from bigledger_core.db import db
 from bigledger_core.i18n import current_locale
 from bigledger_core.security import OwnedRecordsMixin, visibility_clause
 
+from .exporter import company_rows, contact_rows, export_columns
+from .forms import send_table
 from .models import Contact, Segment
 from .segments import (
     ENTITIES,
@@ -269,13 +271,6 @@ class SegmentMembersView(BaseView):
     def export(self, pk: int, fmt: str):
         """Every member the user may see, as CSV or Excel in the import format (details, tags, custom
         fields), so the file can be worked on and imported back."""
-        import datetime as dt
-        import tempfile
-
-        from flask import send_file
-
-        from .exporter import company_rows, contact_rows, export_columns, export_table
-
         segment = _visible_segment(pk)
         if segment is None or fmt not in {"csv", "xlsx"}:
             abort(404)
@@ -284,13 +279,7 @@ class SegmentMembersView(BaseView):
         except CrmValidationError:  # the members page says what is wrong with the definition
             return redirect(url_for("SegmentMembersView.members", pk=pk))
         rows = (contact_rows if segment.entity == "contact" else company_rows)(db.session, ids)
-        out = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
-        export_table(rows, export_columns(db.session, segment.entity), fmt, out)
-        out.seek(0)
-        mimetype = "text/csv" if fmt == "csv" else \
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        return send_file(out, mimetype=mimetype, as_attachment=True,
-                         download_name=f"segment-{segment.id}-{dt.date.today().isoformat()}.{fmt}")
+        return send_table(rows, export_columns(db.session, segment.entity), fmt, f"segment-{segment.id}")
 
 
 # -- REST API ------------------------------------------------------------------------------------------
