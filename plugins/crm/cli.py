@@ -64,6 +64,15 @@ class _Counter:
             click.echo(err=True)
 
 
+def _can_read_ahead() -> bool:
+    """A second process can read the file while this one writes: two cores or more, and `fork` (Linux, macOS;
+    not Windows)."""
+    import multiprocessing
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
 @crm.command("import")
 @click.argument("entity", type=click.Choice(list(ENTITIES)))
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
@@ -96,7 +105,7 @@ def import_command(entity, file, mapping, dry_run, errors_path, owner):
         with bulk_work():
             result = import_records(session, ENTITIES[entity], file, mapping=_mapping(mapping), dry_run=dry_run,
                                     owner_id=_owner_id(session, owner), progress=counter,
-                                    read_ahead=len(os.sched_getaffinity(0)) > 1)
+                                    read_ahead=_can_read_ahead())
     except (ImportFileError, ImportInterrupted) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
